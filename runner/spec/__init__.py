@@ -1,0 +1,1 @@
+"""Experiment specs: the YAML model (`model`), its loader (`load`) and the planner (`plan`)."""
