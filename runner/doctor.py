@@ -1,0 +1,77 @@
+"""`runner doctor`: what this machine offers a run, each line OK / WARN / FAIL with the fix."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_FREE_BYTES = 10 * 2**30
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # OK | WARN | FAIL
+    detail: str
+    fix: str = ""
+
+
+def check_engine() -> tuple[Check, object | None]:
+    from runner.engine.docker_client import connect
+    from runner.errors import EngineError
+
+    try:
+        client = connect(timeout=5)
+        version = client.version()
+    except EngineError as e:
+        return Check("container engine", "FAIL", e.message, e.fix or ""), None
+    detail = f"Docker {version.get('Version')} (API {version.get('ApiVersion')}, {version.get('Os')}/{version.get('Arch')})"
+    return Check("container engine", "OK", detail), client
+
+
+def check_gpus() -> Check:
+    from runner.fingerprint.gpu import gpu_fingerprint
+
+    info = gpu_fingerprint()
+    if not info.get("available"):
+        return Check("GPUs (NVML)", "WARN", f"none: {info.get('reason', 'no NVIDIA driver')}",
+                     "only cpu and ppc64le variants can run here")
+    names = ", ".join(g.get("name", "?") for g in info.get("devices", []))
+    return Check("GPUs (NVML)", "OK", f"{info.get('count')} x {names}; driver {info.get('driver_version')}")
+
+
+def check_disk(path: Path) -> Check:
+    probe = path if path.exists() else Path.cwd()
+    free = shutil.disk_usage(probe).free
+    status = "OK" if free >= MIN_FREE_BYTES else "WARN"
+    return Check("free disk", status, f"{free / 2**30:.1f} GiB free at {probe.resolve()}",
+                 "" if status == "OK" else "free space: images take 1-6 GiB each")
+
+
+def check_datasets(data_root: Path) -> Check:
+    if not data_root.is_dir():
+        return Check("datasets", "WARN", f"no data root at {data_root}",
+                     "`runner data fetch cifar10 --dest datasets` (or `runner data synth`)")
+    found = sorted(p.name for p in data_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        return Check("datasets", "WARN", f"{data_root} is empty", "`runner data fetch cifar10 --dest datasets`")
+    return Check("datasets", "OK", f"{data_root}: {', '.join(found)}")
+
+
+def check_images(client: object | None) -> Check:
+    if client is None:
+        return Check("images", "WARN", "unknown (no engine)", "start the engine first")
+    from runner.images.status import catalog_status
+
+    rows = catalog_status(client)
+    present = [r.name for r in rows if r.state == "present"]
+    missing = [r.name for r in rows if r.state != "present"]
+    status = "OK" if present else "WARN"
+    detail = f"present: {', '.join(present) or 'none'}; missing or stale: {', '.join(missing) or 'none'}"
+    return Check("images", status, detail, "" if not missing else "`runner images build NAME`")
+
+
+def run_checks(data_root: Path) -> list[Check]:
+    engine, client = check_engine()
+    return [engine, check_gpus(), check_disk(Path("results")), check_datasets(data_root), check_images(client)]
