@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,10 +19,13 @@ _STATUS_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "red bold"}
 
 def plan_table(plan: Plan) -> None:
     exp = plan.experiment
-    table = Table(title=f"{exp.name}: {len(plan.runs)} runs", title_justify="left")
+    table = Table(title=f"{exp.name}: {len(plan.runs)} runs", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
     show_point = any(run.params for run in plan.runs)
     table.add_column("id", no_wrap=True, min_width=15)
-    for col in ("sweep", "framework", "rep", "seed", "batch", "optim", "lr", "epochs"):
+    table.add_column("sweep", overflow="fold")
+    table.add_column("framework", min_width=10)
+    for col in ("rep", "seed", "batch", "optim", "lr", "epochs"):
         table.add_column(col, overflow="fold")
     if show_point:
         table.add_column("grid point", overflow="fold")

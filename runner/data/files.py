@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +51,6 @@ def read_regular_file(path: Path) -> bytes:
                                fix="replace the link with a copy of the file") from None
         raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
     with os.fdopen(fd, "rb") as f:
-        import stat
-
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise DatasetError("not a regular file", file=path)
         return f.read()

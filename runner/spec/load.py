@@ -69,6 +69,8 @@ def _fix_for(err: dict) -> str:
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         return "remove the key or check its spelling (docs/spec.md lists every field)"
+    if kind == "value_error":
+        return "see the field in docs/spec.md"
     if kind == "missing":
         return "add the field"
     if kind in ("enum", "literal_error"):
@@ -96,7 +98,8 @@ def _field_name(loc: Loc) -> str:
 
 def validation_to_spec_error(exc: ValidationError, file: Path, lines: dict[Loc, int], prefix: Loc = ()) -> SpecError:
     """The first validation error, as one SpecError line with file, line and field."""
-    err = exc.errors(include_url=False)[0]
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     loc = tuple(x for x in err["loc"] if x != "__root__")
     full = (*prefix, *loc)
     msg = err["msg"].removeprefix("Value error, ")
@@ -157,9 +160,14 @@ def load_experiment(path: str | Path) -> tuple[Experiment, dict[Loc, int]]:
     path = Path(path)
     data, lines = read_yaml(path)
     try:
-        return Experiment.model_validate_json(json.dumps(data, default=str)), lines
+        exp = Experiment.model_validate_json(json.dumps(data, default=str))
     except ValidationError as e:
         raise validation_to_spec_error(e, path, lines) from None
+    problems = exp.consistency_problems()
+    if problems:
+        loc, message, fix = problems[0]
+        raise SpecError(message, file=path, line=_nearest_line(lines, loc), field=_field_name(loc), fix=fix)
+    return exp, lines
 
 
 def load_spec(path: str | Path) -> Experiment:

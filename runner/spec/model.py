@@ -285,13 +285,18 @@ class Experiment(Strict):
             raise ValueError("each framework once")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Experiment:
+    def consistency_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """Cross-field problems as (location, message, fix); the loader reports them with lines."""
+        problems = []
         names = [s.name for s in self.sweeps]
-        if len(set(names)) != len(names):
-            raise ValueError("sweep names must be unique")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                problems.append((("sweeps", i, "name"), f"sweep name '{name}' is used twice",
+                                 "give every sweep its own name"))
         if self.variant is Variant.cuda and self.resources.gpus == 0:
-            raise ValueError("variant cuda needs resources.gpus >= 1")
+            problems.append((("variant",), "variant cuda needs resources.gpus >= 1",
+                             "set resources.gpus, or use variant cpu"))
         if self.variant is not Variant.cuda and self.resources.gpus > 0:
-            raise ValueError(f"resources.gpus > 0 needs variant cuda, not {self.variant.value}")
-        return self
+            problems.append((("resources", "gpus"), f"resources.gpus > 0 needs variant cuda, not {self.variant.value}",
+                             "set variant: cuda, or gpus: 0"))
+        return problems

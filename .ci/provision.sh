@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Provision what the tests need on a bare Debian bookworm machine (root): a Docker engine, a local
+# Debian base image (no registry is reachable), qemu for ppc64le containers. Idempotent: what is
+# already there is reused. Prints one line per step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[provision %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+need_pkgs=()
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+[ -x /usr/bin/qemu-ppc64le-static ] || need_pkgs+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need_pkgs+=(binfmt-support)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "apt-get install ${need_pkgs[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker version >/dev/null 2>&1; then
+  log "starting dockerd"
+  mkdir -p /var/lib/docker
+  nohup dockerd --data-root /var/lib/docker >/var/log/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+  docker version >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/dockerd.log" >&2; tail -20 /var/log/dockerd.log >&2; exit 1; }
+fi
+log "engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
+  log "debootstrap bookworm -> local/debian:bookworm"
+  rootfs=$(mktemp -d /tmp/rootfs.XXXXXX)
+  debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/tmp/debootstrap.log 2>&1 \
+    || { tail -20 /tmp/debootstrap.log >&2; exit 1; }
+  tar -C "$rootfs" -c . | docker import - local/debian:bookworm >/dev/null
+  rm -rf "$rootfs"
+fi
+log "base image local/debian:bookworm $(docker image inspect -f '{{.Id}}' local/debian:bookworm | cut -c1-19)"
+
+if [ -x images/ppc64le/setup-emulation.sh ] && [ "${RUNNER_SKIP_PPC64LE:-0}" != 1 ]; then
+  log "ppc64le emulation and base image"
+  images/ppc64le/setup-emulation.sh
+fi

@@ -1,0 +1,43 @@
+# runner's recipes. `just --list` shows them. Everything runs from the repo's own .venv.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+bin := venv / "bin"
+
+# Create .venv with runner, both frameworks (CPU builds) and the dev tools; reruns are cheap.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -x {{bin}}/python ] || python3 -m venv {{venv}}
+    stamp={{venv}}/.runner-installed-$(sha256sum pyproject.toml | cut -c1-16)
+    if [ ! -e "$stamp" ]; then
+      {{bin}}/pip install -q --disable-pip-version-check -e '.[torch,tensorflow,dev,report,sign]' 2>&1 \
+        | grep -v '^WARNING: Location' || true
+      {{bin}}/python -c 'import runner, torch, tensorflow' >/dev/null 2>&1 || { echo "setup failed"; exit 1; }
+      rm -f {{venv}}/.runner-installed-*; touch "$stamp"
+    fi
+
+# The main job: a small PyTorch-vs-TensorFlow reproduction (docker engine if one answers, else local).
+demo: setup
+    {{bin}}/runner reproduce experiments/smoke.yaml
+
+# All tests. Tests that need Docker use the real engine (CI provisions it: .ci/provision.sh).
+test *ARGS: setup
+    {{bin}}/pytest {{ARGS}}
+
+# Fast tests only: no engine, no emulation, no slow learning runs.
+test-fast *ARGS: setup
+    {{bin}}/pytest -m "not docker and not slow and not emulated" {{ARGS}}
+
+lint: setup
+    {{bin}}/ruff check runner tests benchmarks
+
+# Every benchmark script; each prints its figures side by side with the target.
+bench: setup
+    for b in benchmarks/bench_*.py; do echo "== $b"; {{bin}}/python "$b"; done
+
+# Build the CPU images of both frameworks (hermetic, from the lockfiles).
+images: setup
+    {{bin}}/runner images build pytorch-cpu
+    {{bin}}/runner images build tensorflow-cpu

@@ -1,0 +1,169 @@
+"""Per-file sha256 manifest and root hash of a dataset folder.
+
+The manifest maps each regular file's POSIX relative path to (size, sha256). The root hash is
+the sha256 of the canonical listing, one line per file sorted by relative path:
+
+    <sha256> <size> <relpath>\\n
+
+so it changes when any file's bytes, name or presence changes, and is the same on every
+machine. Symlinks are refused (whether they escape the folder or not: a dataset mounted
+read-only into a container must not point elsewhere), and so are devices, sockets, FIFOs and
+names that cannot be written on one manifest line.
+
+Folders carry their manifest in a `SHA256SUMS` file in `sha256sum` format (`sha256sum -c`
+reads it) which the manifest itself leaves out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from runner.data.files import CHUNK, read_regular_file
+from runner.errors import DatasetError
+
+MANIFEST_NAME = "SHA256SUMS"
+
+Manifest = dict[str, tuple[int, str]]
+
+
+def dataset_manifest(path: str | Path, exclude: frozenset[str] = frozenset()) -> tuple[Manifest, str]:
+    """(relpath -> (size, sha256), root hash) for a folder, or for a single file (its name)."""
+    root = Path(path)
+    if not root.exists():
+        raise DatasetError("does not exist", file=root)
+    root = root.resolve()  # the root itself may be reached through a link; nothing inside may
+    if root.is_file():
+        return _finish({root.name: _hash_file(root)})
+    if not root.is_dir():
+        raise DatasetError("is neither a file nor a folder", file=root)
+    entries: Manifest = {}
+    for rel, full in _walk(root, root, ""):
+        if rel not in exclude:
+            entries[rel] = _hash_file(full)
+    return _finish(entries)
+
+
+def list_files(path: str | Path) -> list[str]:
+    """Relative paths of the regular files under a folder, refusing links and special files."""
+    root = Path(path).resolve()
+    return [rel for rel, _ in _walk(root, root, "")]
+
+
+def root_hash(entries: Manifest) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(entries):
+        size, sha = entries[rel]
+        h.update(f"{sha} {size} {rel}\n".encode())
+    return h.hexdigest()
+
+
+def _finish(entries: Manifest) -> tuple[Manifest, str]:
+    ordered = dict(sorted(entries.items()))
+    return ordered, root_hash(ordered)
+
+
+def _walk(root: Path, folder: Path, prefix: str):
+    try:
+        children = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise DatasetError(f"cannot be listed: {exc.strerror}", file=folder) from None
+    for entry in children:
+        _check_name(entry.name, Path(entry.path))
+        rel = f"{prefix}{entry.name}"
+        full = Path(entry.path)
+        if entry.is_symlink():
+            target = os.path.realpath(full)
+            inside = target == str(root) or target.startswith(str(root) + os.sep)
+            what = "a symlink pointing inside the folder" if inside else "a symlink escaping the folder"
+            raise DatasetError(f"is {what}; symlinks are refused in datasets", file=full,
+                               fix="replace the link with a copy of the file")
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            yield from _walk(root, full, rel + "/")
+        elif stat.S_ISREG(mode):
+            yield rel, full
+        else:
+            raise DatasetError("is not a regular file or folder", file=full)
+
+
+def _check_name(name: str, full: Path) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError("has a file name that is not valid UTF-8", file=full) from None
+    if any(c in name for c in "\n\r\\") or name in (".", ".."):
+        raise DatasetError("has a file name that cannot be listed in a manifest", file=full,
+                           fix="rename it without newlines or backslashes")
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    h, size = hashlib.sha256(), 0
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def safe_relpath(rel: str, source: Path) -> str:
+    """Check a relative path read from a manifest: POSIX, relative, no `..`, no empty parts."""
+    p = PurePosixPath(rel)
+    if (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
+            or any(part in ("", ".", "..") for part in rel.split("/")) or p.is_absolute()):
+        raise DatasetError(f"lists an unsafe path {rel!r}", file=source,
+                           fix="manifest paths must be relative and stay inside the folder")
+    return rel
+
+
+def format_manifest_file(entries: Manifest) -> bytes:
+    """`sha256sum`-compatible text: '<sha256>  <relpath>' per line, sorted."""
+    return "".join(f"{sha}  {rel}\n" for rel, (_, sha) in sorted(entries.items())).encode()
+
+
+def read_manifest_file(path: Path) -> dict[str, str]:
+    """Parse a SHA256SUMS file into relpath -> sha256 (refusing unsafe or duplicate paths)."""
+    raw = read_regular_file(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError("is not UTF-8 text", file=path) from None
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        sha, sep, rel = line.partition("  ")
+        if not sep:
+            sha, sep, rel = line.partition(" *")  # sha256sum's binary-mode marker
+        sha = sha.strip().lower()
+        if not sep or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise DatasetError("is not a sha256sum line", file=path, line=lineno,
+                               fix="each line must be '<64 hex digits>  <relative path>'")
+        rel = safe_relpath(rel, path)
+        if rel in out:
+            raise DatasetError(f"lists {rel!r} twice", file=path, line=lineno)
+        out[rel] = sha
+    return out
+
+
+def verify_folder_manifest(folder: Path) -> tuple[Manifest, str]:
+    """Check a folder against the SHA256SUMS inside it: no file missing, changed or unlisted."""
+    listing = folder / MANIFEST_NAME
+    expected = read_manifest_file(listing)
+    actual, root = dataset_manifest(folder, exclude=frozenset({MANIFEST_NAME}))
+    for rel in sorted(set(expected) | set(actual)):
+        if rel not in actual:
+            raise DatasetError(f"is listed in {MANIFEST_NAME} but missing", file=folder / rel)
+        if rel not in expected:
+            raise DatasetError(f"is not listed in {MANIFEST_NAME}", file=folder / rel,
+                               fix=f"remove it, or regenerate {MANIFEST_NAME} if it belongs there")
+        if actual[rel][1] != expected[rel]:
+            raise DatasetError(f"does not match its sha256 in {MANIFEST_NAME}", file=folder / rel,
+                               fix="the file is corrupt or was modified; restore it from the archive")
+    return actual, root

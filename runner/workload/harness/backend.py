@@ -1,0 +1,61 @@
+"""What a framework must provide to be driven by the one training/measurement protocol.
+
+The protocol (harness/protocol.py) owns the loop, the clocks, the events and the statistics;
+a backend owns only what differs between frameworks: building the model from the shared
+architecture, moving a batch to the device, one training step, one evaluation step, one
+inference call, and how to wait for the device. Everything a backend returns has already
+been synchronised (a Python float or int), so the protocol's clock reads are honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    trainable: int
+    total: int
+
+
+class Backend(Protocol):
+    framework: str
+    device: str  # "cpu" or "cuda:0" / "/GPU:0"
+
+    def setup(self) -> None:
+        """Threads, seeds, determinism, precision policy: before any tensor exists."""
+
+    def info(self) -> dict[str, Any]:
+        """framework, framework_version, build, devices, threads (env_info.framework_info)."""
+
+    def settings(self) -> dict[str, Any]:
+        """What this run actually switched on: execution mode, precision, determinism flags."""
+
+    def build(self, arch: Any, weights: dict[str, np.ndarray]) -> ParamCounts:
+        """Build the model from the shared architecture, load the canonical weights, freeze,
+        make the optimizer and the (compiled) step functions."""
+
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """A float32 NHWC batch and int64 labels, on the device, in the framework's layout;
+        returns once the copy is complete."""
+
+    def train_step(self, batch: Any, lr: float) -> tuple[float, int]:
+        """Set the learning rate, run forward/backward/update; return (mean loss, correct)."""
+
+    def eval_step(self, batch: Any) -> tuple[float, int]:
+        """Inference-mode forward on a labelled batch: (summed loss, correct)."""
+
+    def predict(self, x: Any) -> None:
+        """One inference call on a device-resident input, returning when it is done."""
+
+    def sync(self) -> None:
+        """Wait for all queued device work (no-op on CPU)."""
+
+    def peak_device_bytes(self) -> int | None:
+        """Peak device memory of this process so far; None on CPU."""
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """Whether an exception is this framework's out-of-memory error."""

@@ -1,0 +1,245 @@
+"""Reading `run.json` inside the workload: the harness's own sections, strictly.
+
+The host writes this document (runner.spec.workload_config); the workload cannot use pydantic,
+so each section the harness owns (top level, train, data, measurement) is read by a small
+table of expected keys and types. Unknown keys, missing keys and wrong types are a SpecError
+naming the file and the dotted field. The model, optimizer and schedule sections are handed
+to the models package's own `from_dict` readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import SpecError
+
+SUPPORTED_SCHEMA = 1
+FRAMEWORKS = ("pytorch", "tensorflow")
+VARIANTS = ("cpu", "cuda", "ppc64le")
+PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
+
+_INT = (int,)
+_NUM = (int, float)
+_OPT_INT = (int, type(None))
+_OPT_NUM = (int, float, type(None))
+
+
+class _Reader:
+    """Checks one JSON object against a key -> types table; errors name `file` and `prefix.key`."""
+
+    def __init__(self, obj: Any, file: Path, prefix: str, spec: dict[str, tuple[type, ...]]) -> None:
+        self.file, self.prefix = file, prefix
+        if not isinstance(obj, dict):
+            raise SpecError("must be a JSON object", file=file, field=prefix or None)
+        unknown = sorted(set(obj) - set(spec))
+        if unknown:
+            raise SpecError(f"unknown key(s) {', '.join(unknown)}", file=file, field=prefix or None,
+                            fix=f"expected only: {', '.join(spec)}")
+        missing = [k for k in spec if k not in obj]
+        if missing:
+            raise SpecError(f"missing key(s) {', '.join(missing)}", file=file, field=prefix or None,
+                            fix="regenerate run.json with the host's `runner` of the same version")
+        for key, types in spec.items():
+            value = obj[key]
+            # JSON true/false are ints to isinstance(); a bool is only accepted where bool is listed.
+            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+            if not ok:
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise SpecError(f"must be {names}, got {json.dumps(value)}", file=file, field=self.name(key))
+        self.obj = obj
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def get(self, key: str) -> Any:
+        return self.obj[key]
+
+    def positive(self, key: str, allow_none: bool = False) -> Any:
+        value = self.obj[key]
+        if value is None and allow_none:
+            return None
+        if not (isinstance(value, int | float) and value > 0):
+            raise SpecError(f"must be > 0, got {value}", file=self.file, field=self.name(key))
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.obj[key]
+        if value not in choices:
+            raise SpecError(f"must be one of {', '.join(choices)}, got {value!r}", file=self.file,
+                            field=self.name(key))
+        return value
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    precision: str
+    compile: bool
+    deterministic: bool
+    label_smoothing: float
+    drop_last: bool
+    steps_per_epoch: int | None
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str
+    num_classes: int
+    augmentation: list[dict[str, Any]]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    warmup_steps: int
+    eval_every_epochs: int
+    latency_batch_sizes: tuple[int, ...]
+    latency_iterations: int
+    target_accuracy: float | None
+    synthetic_compute: bool
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run: the harness's sections parsed, the model/optim/schedule ones kept raw."""
+
+    run_id: str
+    experiment: str
+    sweep: str
+    framework: str
+    variant: str
+    seed: int
+    repeat: int
+    train: TrainConfig
+    data: DataConfig
+    measurement: MeasureConfig
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    sha256: str  # of the canonical JSON of the whole document
+    path: Path
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.variant == "cuda"
+
+
+def canonical_sha256(doc: Any) -> str:
+    """sha256 of sorted-key, compact JSON: the same hash the host computes for a document."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _train(obj: Any, file: Path) -> TrainConfig:
+    r = _Reader(obj, file, "train", {
+        "epochs": _INT, "batch_size": _INT, "precision": (str,), "compile": (bool,),
+        "deterministic": (bool,), "label_smoothing": _NUM, "drop_last": (bool,),
+        "steps_per_epoch": _OPT_INT, "threads": _OPT_INT,
+    })
+    smoothing = float(r.get("label_smoothing"))
+    if not 0.0 <= smoothing < 1.0:
+        raise SpecError(f"must be in [0, 1), got {smoothing}", file=file, field="train.label_smoothing")
+    return TrainConfig(
+        epochs=r.positive("epochs"), batch_size=r.positive("batch_size"),
+        precision=r.choice("precision", PRECISIONS), compile=r.get("compile"),
+        deterministic=r.get("deterministic"), label_smoothing=smoothing, drop_last=r.get("drop_last"),
+        steps_per_epoch=r.positive("steps_per_epoch", allow_none=True),
+        threads=r.positive("threads", allow_none=True),
+    )
+
+
+def _triple(r: _Reader, key: str, positive: bool) -> tuple[float, float, float]:
+    value = r.get(key)
+    ok = len(value) == 3 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not ok or not all(math.isfinite(v) and (v > 0 or not positive) for v in value):
+        raise SpecError(f"must be three {'positive ' if positive else ''}numbers, got {value}",
+                        file=r.file, field=r.name(key))
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _data(obj: Any, file: Path) -> DataConfig:
+    r = _Reader(obj, file, "data", {
+        "name": (str,), "num_classes": _INT, "augmentation": (list,), "mean": (list,), "std": (list,),
+    })
+    for i, op in enumerate(r.get("augmentation")):
+        if not isinstance(op, dict) or not isinstance(op.get("op"), str):
+            raise SpecError("each augmentation must be an object with an `op`", file=file,
+                            field=f"data.augmentation[{i}]")
+    return DataConfig(
+        name=r.get("name"), num_classes=r.positive("num_classes"),
+        augmentation=[dict(op) for op in r.get("augmentation")],
+        mean=_triple(r, "mean", positive=False), std=_triple(r, "std", positive=True),
+    )
+
+
+def _measurement(obj: Any, file: Path) -> MeasureConfig:
+    r = _Reader(obj, file, "measurement", {
+        "warmup_steps": _INT, "eval_every_epochs": _INT, "latency_batch_sizes": (list,),
+        "latency_iterations": _INT, "target_accuracy": _OPT_NUM, "synthetic_compute": (bool,),
+    })
+    if r.get("warmup_steps") < 0:
+        raise SpecError("must be >= 0", file=file, field="measurement.warmup_steps")
+    sizes = r.get("latency_batch_sizes")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in sizes):
+        raise SpecError(f"must be positive integers, got {sizes}", file=file,
+                        field="measurement.latency_batch_sizes")
+    target = r.get("target_accuracy")
+    if target is not None and not 0.0 <= target <= 1.0:
+        raise SpecError(f"must be in [0, 1], got {target}", file=file, field="measurement.target_accuracy")
+    return MeasureConfig(
+        warmup_steps=r.get("warmup_steps"), eval_every_epochs=r.positive("eval_every_epochs"),
+        latency_batch_sizes=tuple(sizes), latency_iterations=r.positive("latency_iterations"),
+        target_accuracy=None if target is None else float(target),
+        synthetic_compute=r.get("synthetic_compute"),
+    )
+
+
+def parse_config(doc: Any, file: Path) -> RunConfig:
+    """Validate a run.json document (already decoded); raise SpecError naming the field."""
+    r = _Reader(doc, file, "", {
+        "schema": _INT, "run_id": (str,), "experiment": (str,), "sweep": (str,), "framework": (str,),
+        "variant": (str,), "seed": _INT, "repeat": _INT, "model": (dict,), "optimizer": (dict,),
+        "schedule": (dict,), "train": (dict,), "data": (dict,), "measurement": (dict,),
+    })
+    if r.get("schema") != SUPPORTED_SCHEMA:
+        raise SpecError(f"run.json schema {r.get('schema')} is not supported (this workload reads "
+                        f"{SUPPORTED_SCHEMA})", file=file, field="schema",
+                        fix="use a workload image built by the same `runner` version as the host")
+    run_id = r.get("run_id")
+    if not run_id or any(c in run_id for c in "/\\\n") or run_id.startswith("."):
+        raise SpecError(f"not a usable run id: {run_id!r}", file=file, field="run_id")
+    if r.get("seed") < 0:
+        raise SpecError("must be >= 0", file=file, field="seed")
+    return RunConfig(
+        run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
+        framework=r.choice("framework", FRAMEWORKS), variant=r.choice("variant", VARIANTS),
+        seed=r.get("seed"), repeat=r.get("repeat"),
+        train=_train(r.get("train"), file), data=_data(r.get("data"), file),
+        measurement=_measurement(r.get("measurement"), file),
+        model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
+        sha256=canonical_sha256(doc), path=file,
+    )
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate run.json from disk."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("run configuration not found", file=path, fix="pass --config run.json") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", file=path) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    return parse_config(doc, path)
