@@ -242,7 +242,7 @@ class Resources(Strict):
 
 class Execution(Strict):
     engine: Literal["auto", "docker", "local"] = "auto"
-    executor: Literal["inline", "slurm"] = "inline"
+    executor: Literal["inline"] = "inline"  # a Slurm executor is planned; not accepted until it exists
 
 
 class Sweep(Strict):

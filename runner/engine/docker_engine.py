@@ -1,0 +1,149 @@
+"""The docker engine: one run in its framework image, locked down.
+
+Network off, all capabilities dropped, no-new-privileges, read-only root filesystem with a
+tmpfs for scratch, the dataset and the workload code mounted read-only, only the run's output
+folder writable, never root inside. Containers carry the bundle and run ids as labels and are
+always removed, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from runner.engine.base import RunOutcome, RunRequest, classify_exit, workload_env
+from runner.errors import EngineError
+
+LABEL_BUNDLE = "io.runner.bundle"
+LABEL_RUN = "io.runner.run"
+UNPRIVILEGED_UID = 65534  # "nobody": used when the host user is root, so nothing runs as root inside
+
+CODE_MOUNT, DATA_MOUNT, OUT_MOUNT, CONFIG_MOUNT = "/opt/runner", "/data", "/out", "/run/runner.json"
+
+
+def container_user() -> tuple[int, int]:
+    uid, gid = os.getuid(), os.getgid()
+    return (uid, gid) if uid != 0 else (UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, uid, gid, follow_symlinks=False)
+
+
+def _bytes(size: str | None) -> str | None:
+    return size.lower() if size else None
+
+
+class DockerRun:
+    def __init__(self, engine: DockerEngine, request: RunRequest, container) -> None:
+        self._engine, self._request, self._container = engine, request, container
+        self._started = time.monotonic()
+        self._killed: str | None = None
+        self._exit: int | None = None
+
+    @property
+    def sample_target(self):
+        return self._container
+
+    def poll(self) -> int | None:
+        if self._exit is None:
+            self._container.reload()
+            state = self._container.attrs["State"]
+            if state["Status"] in ("exited", "dead"):
+                self._exit = int(state["ExitCode"])
+        return self._exit
+
+    def kill(self, reason: str) -> None:
+        self._killed = self._killed or reason
+        try:
+            self._container.stop(timeout=5)  # SIGTERM: the workload records run_end "interrupted"
+        except Exception:  # noqa: BLE001 - already gone is fine
+            pass
+
+    def finish(self) -> RunOutcome:
+        import docker.errors
+
+        try:
+            result = self._container.wait()
+            exit_code = int(result.get("StatusCode", -1))
+            self._container.reload()
+            oom = bool(self._container.attrs["State"].get("OOMKilled"))
+            log = self._container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        finally:
+            try:
+                self._container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            if os.getuid() == 0:
+                _chown_tree(self._request.out_dir, 0, 0)
+        return RunOutcome(exit_code=exit_code, reason=classify_exit(exit_code, self._killed, oom), log=log,
+                          wall_s=time.monotonic() - self._started, container_id=self._container.id,
+                          extra={"oom_killed": oom})
+
+
+class DockerEngine:
+    name = "docker"
+    isolated = True
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def describe(self) -> dict:
+        version = self.client.version()
+        return {"kind": "docker", "isolated": True, "version": version.get("Version"),
+                "api_version": version.get("ApiVersion")}
+
+    def start(self, request: RunRequest) -> DockerRun:
+        import docker.errors
+        from docker.types import DeviceRequest
+
+        if request.image_id is None:
+            raise EngineError(f"run {request.run_id} has no image", fix="build it: runner images build")
+        uid, gid = container_user()
+        if os.getuid() == 0:
+            _chown_tree(request.out_dir, uid, gid)
+        device_requests = [DeviceRequest(count=request.gpus, capabilities=[["gpu"]])] if request.gpus else None
+        kwargs = {
+            "image": request.image_id,
+            "entrypoint": ["python3"],
+            "command": request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT),
+            "detach": True,
+            "user": f"{uid}:{gid}",
+            "network_mode": "none",
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "tmpfs": {"/tmp": "rw,size=1g,mode=1777"},
+            "shm_size": _bytes(request.shm),
+            "mem_limit": _bytes(request.memory),
+            "nano_cpus": int(request.cpus * 1e9) if request.cpus else None,
+            "device_requests": device_requests,
+            "environment": workload_env(request.threads, CODE_MOUNT, "/tmp"),
+            "working_dir": "/tmp",
+            "labels": {LABEL_BUNDLE: request.bundle_id, LABEL_RUN: request.run_id},
+            "volumes": {
+                str(request.code_dir.resolve()): {"bind": CODE_MOUNT, "mode": "ro"},
+                str(request.data_dir.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
+                str(request.config_path.resolve()): {"bind": CONFIG_MOUNT, "mode": "ro"},
+                str(request.out_dir.resolve()): {"bind": OUT_MOUNT, "mode": "rw"},
+            },
+        }
+        try:
+            container = self.client.containers.run(**{k: v for k, v in kwargs.items() if v is not None})
+        except docker.errors.ImageNotFound:
+            raise EngineError(f"image {request.image_id} is not on this engine",
+                              fix="runner images build (or runner images import)") from None
+        except docker.errors.APIError as e:
+            raise EngineError(f"the engine refused to start run {request.run_id}: {e.explanation or e}",
+                              fix="check `runner doctor`") from None
+        return DockerRun(self, request, container)
+
+
+def remove_containers(client, bundle_id: str) -> int:
+    """Remove every container of a bundle (after an interruption); returns how many."""
+    containers = client.containers.list(all=True, filters={"label": f"{LABEL_BUNDLE}={bundle_id}"})
+    for c in containers:
+        c.remove(force=True)
+    return len(containers)

@@ -1,0 +1,75 @@
+"""The local engine: the same workload in a subprocess of the host's Python, no container.
+
+Chosen explicitly, or automatically when no container engine answers, so the main job still
+runs on a fresh machine. It is NOT isolated: no image digest, the host's packages, the host's
+network. The bundle says so plainly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runner.engine.base import RunOutcome, RunRequest, classify_exit, workload_env
+
+
+class LocalRun:
+    def __init__(self, request: RunRequest, proc: subprocess.Popen, log_path: Path) -> None:
+        self._request, self._proc, self._log_path = request, proc, log_path
+        self._started = time.monotonic()
+        self._killed: str | None = None
+
+    @property
+    def sample_target(self) -> int:
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def kill(self, reason: str) -> None:
+        self._killed = self._killed or reason
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)  # the workload records run_end "interrupted"
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def finish(self) -> RunOutcome:
+        try:
+            exit_code = self._proc.wait()
+        except KeyboardInterrupt:
+            self.kill("interrupted")
+            raise
+        log = self._log_path.read_text(encoding="utf-8", errors="replace")
+        self._log_path.unlink(missing_ok=True)
+        return RunOutcome(exit_code=exit_code, reason=classify_exit(exit_code, self._killed), log=log,
+                          wall_s=time.monotonic() - self._started)
+
+
+class LocalEngine:
+    name = "local"
+    isolated = False
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+
+    def describe(self) -> dict:
+        return {"kind": "local", "isolated": False, "python": sys.version.split()[0],
+                "note": "not isolated: host packages and network; no image digest"}
+
+    def start(self, request: RunRequest) -> LocalRun:
+        log_path = request.out_dir.parent / f".{request.run_id}.log"
+        env = workload_env(request.threads, str(request.code_dir.resolve()), str(request.out_dir.resolve()))
+        env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [self.python, *request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir))],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=request.out_dir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
+            )
+        return LocalRun(request, proc, log_path)
