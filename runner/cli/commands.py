@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from runner.cli.options import DEFAULT_DATA_ROOT, DataRoot, JsonFlag, MaxRuns, SpecPath
-from runner.spec.plan import MAX_RUNS
+from runner.spec.limits import MAX_RUNS
 
 
 def plan(spec: SpecPath, as_json: JsonFlag = False, max_runs: MaxRuns = MAX_RUNS) -> None:
@@ -50,7 +50,9 @@ def models(
     classes: Annotated[int, typer.Option(min=1, help="Number of classes.")] = 10,
     input_size: Annotated[int, typer.Option("--input-size", min=8, help="Input height = width.")] = 32,
     stem: Annotated[str, typer.Option(help="ResNet-50 stem: imagenet or cifar.")] = "imagenet",
-    engine: Annotated[str, typer.Option(help="local (host Python) or docker (the framework's image).")] = "local",
+    engine: Annotated[str, typer.Option(help="local (host Python) or docker (the framework's image).")] = (
+        "local"
+    ),
     as_json: JsonFlag = False,
 ) -> None:
     """Parameter counts and FLOPs per image of every model, per framework, checked equal."""

@@ -15,5 +15,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 DataRoot = Annotated[
     Path, typer.Option("--data-root", help="Folder holding datasets; spec paths are relative to it.")
 ]
-ResultsRoot = Annotated[Path, typer.Option("--results", help="Folder under which result bundles are written.")]
+ResultsRoot = Annotated[
+    Path, typer.Option("--results", help="Folder under which result bundles are written.")
+]
 MaxRuns = Annotated[int, typer.Option("--max-runs", min=1, help="Refuse specs that expand to more runs.")]

@@ -96,7 +96,8 @@ def _field_name(loc: Loc) -> str:
     return "".join(parts) or "<document>"
 
 
-def validation_to_spec_error(exc: ValidationError, file: Path, lines: dict[Loc, int], prefix: Loc = ()) -> SpecError:
+def validation_to_spec_error(exc: ValidationError, file: Path, lines: dict[Loc, int],
+                             prefix: Loc = ()) -> SpecError:
     """The first validation error, as one SpecError line with file, line and field."""
     errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
@@ -106,7 +107,8 @@ def validation_to_spec_error(exc: ValidationError, file: Path, lines: dict[Loc, 
     more = len(exc.errors()) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return SpecError(msg, file=file, line=_nearest_line(lines, full), field=_field_name(full), fix=_fix_for(err))
+    return SpecError(msg, file=file, line=_nearest_line(lines, full), field=_field_name(full),
+                     fix=_fix_for(err))
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:

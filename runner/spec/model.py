@@ -297,6 +297,7 @@ class Experiment(Strict):
             problems.append((("variant",), "variant cuda needs resources.gpus >= 1",
                              "set resources.gpus, or use variant cpu"))
         if self.variant is not Variant.cuda and self.resources.gpus > 0:
-            problems.append((("resources", "gpus"), f"resources.gpus > 0 needs variant cuda, not {self.variant.value}",
+            problems.append((("resources", "gpus"),
+                             f"resources.gpus > 0 needs variant cuda, not {self.variant.value}",
                              "set variant: cuda, or gpus: 0"))
         return problems
