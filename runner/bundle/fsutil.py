@@ -1,0 +1,66 @@
+"""Small file-system helpers for bundles: atomic writes with their size and sha256, safe paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runner.errors import BundleError
+
+CHUNK = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> tuple[int, str]:
+    """Write bytes to a temp file beside `path`, then rename over it; returns (size, sha256)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False, default=str) + "\n").encode()
+
+
+def sha256_file(path: Path) -> tuple[int, str]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def safe_member(root: Path, rel: str, source: str | Path) -> Path:
+    """The path of `rel` inside `root`, refusing absolute paths, `..`, and links leading outside."""
+    if (not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
+            or any(part in ("", ".", "..") for part in rel.split("/")) or PurePosixPath(rel).is_absolute()):
+        raise BundleError(f"lists an unsafe path {rel!r}", file=source,
+                          fix="bundle paths must be relative and stay inside the bundle")
+    full = root / rel
+    resolved, base = full.resolve(), root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise BundleError(f"lists {rel!r}, which leads outside the bundle", file=source,
+                          fix="remove the link; a bundle holds plain files only")
+    return full

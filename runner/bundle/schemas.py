@@ -1,0 +1,169 @@
+"""The declared Parquet schemas of a bundle, with units in each field's metadata.
+
+Every field carries `unit` (b"s", b"images/s", b"ms", b"bytes", b"W", b"J", b"fraction", ...;
+empty for identifiers and text) and `description`. Each file's schema metadata carries
+`bundle_schema_version` and `table`. Bump BUNDLE_SCHEMA_VERSION on any change a reader of
+the previous version could misread (a removed or retyped column); readers refuse newer
+versions and accept older ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from runner.telemetry.schema import SAMPLE_FIELDS
+
+BUNDLE_SCHEMA_VERSION = 1
+
+_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
+    "bool": pa.bool_(), "strings": pa.list_(pa.string()),
+}
+
+
+def _f(name: str, type_: str, unit: str = "", description: str = "") -> pa.Field:
+    return pa.field(name, _TYPES[type_], nullable=True,
+                    metadata={b"unit": unit.encode(), b"description": description.encode()})
+
+
+def _schema(table: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={b"bundle_schema_version": str(BUNDLE_SCHEMA_VERSION).encode(),
+                                       b"table": table.encode()})
+
+
+RUNS = _schema("runs", [
+    # what the run was
+    _f("run_id", "string", "", "content hash of the fully resolved run"),
+    _f("experiment", "string"),
+    _f("sweep", "string"),
+    _f("framework", "string"),
+    _f("repeat", "int32", "", "repeat index, 0-based"),
+    _f("seed", "int64"),
+    _f("model", "string"),
+    _f("dataset", "string"),
+    _f("variant", "string", "", "cpu | cuda | ppc64le"),
+    _f("epochs", "int32", "epochs", "epochs planned"),
+    _f("batch_size", "int32", "images"),
+    _f("optimizer", "string"),
+    _f("lr", "float64", "", "base learning rate"),
+    _f("params_json", "string", "", "the sweep's grid point (JSON object)"),
+    # how it ended
+    _f("status", "string", "", "ok | failed | not_run"),
+    _f("failure_reason", "string", "", "why a run failed (null when ok)"),
+    _f("error", "string", "", "the error the workload reported, if any"),
+    _f("image_id", "string", "", "container image id (sha256:...), null for the local engine"),
+    _f("engine", "string", "", "docker | local"),
+    # summary metrics
+    _f("epochs_completed", "int32", "epochs"),
+    _f("final_train_loss", "float64", "", "mean training loss of the last epoch"),
+    _f("final_train_accuracy", "float64", "fraction"),
+    _f("final_test_loss", "float64"),
+    _f("final_test_accuracy", "float64", "fraction"),
+    _f("best_test_accuracy", "float64", "fraction"),
+    _f("training_time_s", "float64", "s", "sum of epoch times (training, evaluation excluded)"),
+    _f("mean_images_per_s", "float64", "images/s", "training throughput over all epochs, warm-up steps "
+                                                   "excluded (as the workload times it)"),
+    _f("target_accuracy", "float64", "fraction"),
+    _f("time_to_target_s", "float64", "s", "training time until test accuracy reached the target"),
+    _f("compile_time_s", "float64", "s"),
+    _f("wall_s", "float64", "s", "wall time of the workload process"),
+    _f("params_trainable", "int64", "parameters"),
+    _f("params_total", "int64", "parameters"),
+    _f("flops_per_image", "int64", "FLOP", "forward-pass floating-point operations per image"),
+    _f("latency_p50_ms_json", "string", "ms", "inference latency p50 by batch size (JSON {batch: ms})"),
+    _f("peak_device_memory_bytes", "int64", "bytes"),
+    _f("peak_host_memory_bytes", "int64", "bytes"),
+    _f("gpu_energy_j", "float64", "J", "GPU energy over the run (from telemetry)"),
+    _f("gpu_energy_method", "string", "", "counter | power_integral"),
+    _f("throttle_flags", "strings", "", "throttling seen in telemetry: power, thermal, hw_slowdown"),
+    _f("telemetry_errors", "int64", "count", "sampling errors counted during the run"),
+    _f("events_truncated", "bool", "", "the events file ended in a torn line"),
+    # environment, repeated on every row so a row stands alone
+    _f("framework_version", "string"),
+    _f("python_version", "string"),
+    _f("cuda_version", "string", "", "CUDA the framework was built with"),
+    _f("cudnn_version", "string", "", "cuDNN the framework was built with"),
+    _f("host_cpu_model", "string"),
+    _f("host_cpu_threads", "int32", "threads"),
+    _f("host_memory_bytes", "int64", "bytes"),
+    _f("host_os", "string"),
+    _f("host_kernel", "string"),
+    _f("engine_version", "string"),
+    _f("gpu_name", "string"),
+    _f("gpu_count", "int32", "GPUs"),
+    _f("gpu_driver_version", "string"),
+    _f("cuda_driver_version", "string"),
+    _f("runner_version", "string"),
+    _f("code_tree_sha256", "string", "", "tree hash of runner/workload + runner/data"),
+    _f("git_commit", "string"),
+    _f("dataset_sha256", "string", "", "root hash of the dataset manifest"),
+    _f("spec_sha256", "string", "", "hash of the resolved experiment spec"),
+    _f("config_sha256", "string", "", "hash of the run.json the workload read"),
+])
+
+EPOCHS = _schema("epochs", [
+    _f("run_id", "string"),
+    _f("epoch", "int32", "", "0-based"),
+    _f("train_loss", "float64"),
+    _f("train_accuracy", "float64", "fraction"),
+    _f("images", "int64", "images"),
+    _f("timed_images", "int64", "images", "images outside warm-up steps (the throughput's numerator)"),
+    _f("time_s", "float64", "s"),
+    _f("images_per_s", "float64", "images/s", "warm-up steps excluded"),
+    _f("data_time_s", "float64", "s"),
+    _f("compute_time_s", "float64", "s"),
+    _f("test_loss", "float64"),
+    _f("test_accuracy", "float64", "fraction"),
+    _f("eval_time_s", "float64", "s"),
+])
+
+STEPS = _schema("steps", [
+    _f("run_id", "string"),
+    _f("t", "float64", "s", "Unix time of the event"),
+    _f("epoch", "int32"),
+    _f("step", "int32", "", "step within the epoch"),
+    _f("global_step", "int64"),
+    _f("loss", "float64"),
+    _f("lr", "float64"),
+    _f("batch_size", "int32", "images"),
+    _f("data_time_s", "float64", "s"),
+    _f("compute_time_s", "float64", "s"),
+    _f("warmup", "bool", "", "warm-up steps are excluded from throughput"),
+])
+
+LATENCY = _schema("latency", [
+    _f("run_id", "string"),
+    _f("batch_size", "int32", "images"),
+    _f("iterations", "int32", "count"),
+    _f("p50_ms", "float64", "ms"),
+    _f("p90_ms", "float64", "ms"),
+    _f("p99_ms", "float64", "ms"),
+    _f("mean_ms", "float64", "ms"),
+    _f("per_image_ms", "float64", "ms"),
+])
+
+TELEMETRY = _schema("telemetry", [
+    _f("run_id", "string"),
+    *(_f(s.name, s.type, s.unit, s.description) for s in SAMPLE_FIELDS),
+])
+
+TABLES: dict[str, pa.Schema] = {"runs": RUNS, "epochs": EPOCHS, "steps": STEPS, "latency": LATENCY,
+                                "telemetry": TELEMETRY}
+
+
+def unit(schema: pa.Schema, column: str) -> str:
+    return (schema.field(column).metadata or {}).get(b"unit", b"").decode()
+
+
+def table_from_rows(name: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows (dicts) -> a table of the declared schema; missing keys are null, unknown keys refused."""
+    schema = TABLES[name]
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise ValueError(f"table {name}: unknown columns {sorted(extra)}")
+    columns = {n: [row.get(n) for row in rows] for n in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
