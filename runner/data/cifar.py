@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from runner.data.files import md5_bytes, read_regular_file, sha256_bytes
-from runner.data.manifest import MANIFEST_NAME, list_files, verify_folder_manifest
+from runner.data.manifest import MANIFEST_NAME, dataset_manifest, root_hash, verify_folder_manifest
 from runner.data.pickles import safe_loads
 from runner.data.reader import RawDataset, SourceRecord
 from runner.errors import DatasetError
@@ -186,7 +186,8 @@ class CifarReader:
         members = _archive_members(layout, data, path)
         files = {f"{layout.folder}/{k}": sha256_bytes(v) for k, v in members.items()}
         record = SourceRecord(kind="archive", name=path.name, verified_by=verified_by, official=official,
-                              sha256=sha, md5=md5, files=files)
+                              root_sha256=root_hash({path.name: (len(data), sha)}), sha256=sha, md5=md5,
+                              files=files)
         return record, members
 
     def _verified_folder(self) -> tuple[SourceRecord, dict[str, bytes]]:
@@ -203,11 +204,14 @@ class CifarReader:
             official = all(md5_bytes(members[r]) == layout.member_md5[r] for r in layout.required_files)
             verified_by, root_sha = "manifest", root
         else:
-            list_files(folder)  # refuses symlinks and special files anywhere in the folder
+            # refuses symlinks and special files anywhere in the folder; gives the root hash
+            manifest, root_sha = dataset_manifest(folder, exclude=frozenset({MANIFEST_NAME}))
             for rel in layout.required_files:
-                if not (folder / rel).exists() and not (folder / rel).is_symlink():
+                if rel not in manifest:
                     raise DatasetError(f"is missing (a {layout.name} folder needs it)", file=folder / rel)
                 members[rel] = read_regular_file(folder / rel)
+                if sha256_bytes(members[rel]) != manifest[rel][1]:
+                    raise DatasetError("changed while it was being read", file=folder / rel)
                 got = md5_bytes(members[rel])
                 if got != layout.member_md5[rel]:
                     raise DatasetError(
@@ -215,10 +219,10 @@ class CifarReader:
                         file=folder / rel,
                         fix=f"prepare from the verified archive, or write {MANIFEST_NAME} with "
                             "`runner data manifest PATH --write` if you trust this copy")
-            verified_by, official, root_sha = "official-member-md5", True, None
+            verified_by, official = "official-member-md5", True
         files = {rel: sha256_bytes(b) for rel, b in members.items()}
         record = SourceRecord(kind="folder", name=folder.name, verified_by=verified_by, official=official,
-                              sha256=root_sha, files=files)
+                              root_sha256=root_sha, files=files)
         return record, members
 
 

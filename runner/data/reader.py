@@ -24,8 +24,9 @@ class SourceRecord:
     name: str  # file or folder name, never the full host path
     verified_by: str  # "official-md5" | "checksum-file" | "official-member-md5" | "manifest"
     official: bool  # True when the bytes match the dataset's published checksums
-    sha256: str | None = None  # archive sha256, or the folder manifest's root hash
-    md5: str | None = None  # archive md5 (the checksum the dataset page publishes)
+    root_sha256: str  # root hash of dataset_manifest(source) without SHA256SUMS: what specs pin
+    sha256: str | None = None  # archive only: sha256 of the archive file
+    md5: str | None = None  # archive only: md5 (the checksum the dataset page publishes)
     files: dict[str, str] = field(default_factory=dict)  # member/relpath -> sha256 of what was decoded
 
     def to_json(self) -> dict[str, Any]:
@@ -34,6 +35,7 @@ class SourceRecord:
             "name": self.name,
             "verified_by": self.verified_by,
             "official": self.official,
+            "root_sha256": self.root_sha256,
             "sha256": self.sha256,
             "md5": self.md5,
             "files": dict(sorted(self.files.items())),

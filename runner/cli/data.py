@@ -1,0 +1,202 @@
+"""`runner data`: fetch, verify, synth, prepare, manifest. Thin: flags -> runner.data -> rich.
+
+Imports only typer at module level (main.py registers this sub-app at start-up); the dataset
+layer (numpy) and rich load inside each command. Errors propagate to main.py's one table:
+bad input is a DatasetError/UsageError (exit 2); `verify` turns a dataset that exists but fails
+its checks into CheckFailed (exit 1: the thing checked is bad).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from runner.errors import CheckFailed, DatasetError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from runner.data.prepared import PreparedDataset
+    from runner.data.reader import SourceRecord
+
+app = typer.Typer(
+    help="Datasets: fetch official CIFAR archives, verify checksums, write synthetic stand-ins, "
+         "prepare the .npy form runs read.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+class DatasetName(StrEnum):
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    imagenet = "imagenet"
+
+
+class SynthName(StrEnum):
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+
+
+SourcePath = Annotated[Path, typer.Argument(help="A CIFAR archive (.tar.gz), its extracted folder, or a "
+                                                 "folder holding one.")]
+NameOpt = Annotated[DatasetName | None, typer.Option("--name", help="Dataset, when it cannot be detected.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _source_lines(record: SourceRecord) -> list[str]:
+    lines = [f"{record.kind} [bold]{record.name}[/]: verified by {record.verified_by}"
+             f" ({'official' if record.official else 'not the official release'})",
+             f"root sha256 {record.root_sha256}"]
+    if record.sha256:
+        lines.append(f"archive sha256 {record.sha256}  md5 {record.md5}")
+    return lines
+
+
+def _prepared_lines(p: PreparedDataset) -> list[str]:
+    c = p.counts
+    return [f"prepared [bold]{p.name}[/] at {p.path}: {c['train']} train / {c['test']} test, "
+            f"{p.num_classes} classes, images {p.meta['image_shape']} uint8 NHWC",
+            f"content id {p.content_id}  (sha256 of meta.json)",
+            f"train mean {p.meta['train_channel_mean']} std {p.meta['train_channel_std']}"]
+
+
+@app.command()
+def fetch(
+    name: Annotated[DatasetName, typer.Argument(help="Dataset to download.")],
+    dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")] = Path("datasets"),
+    url: Annotated[str | None, typer.Option("--url", help="Download from this URL (a mirror) instead.")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 (with --url; default: the "
+                                                               "official md5).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Download the official archive (resumable; checksum verified before it gets its name)."""
+    from runner.data.fetch import fetch as do_fetch
+
+    if sha256 is not None and url is None:
+        raise UsageError("--sha256 only applies with --url (the official archive has a published checksum)",
+                         field="--sha256", fix="drop --sha256, or pass the mirror with --url")
+    path = do_fetch(name.value, dest, url=url, sha256=sha256, progress=not quiet)
+    _console().print(f"[green]ok[/] {path} (checksum verified)")
+
+
+@app.command()
+def verify(path: SourcePath, name: NameOpt = None, as_json: JsonOpt = False) -> None:
+    """Check a dataset against its checksums and print its root hash (what specs pin).
+
+    PATH may be an archive, a CIFAR folder, or a prepared folder (meta.json): every file's
+    sha256 is checked. Exit 1 if it exists but fails.
+    """
+    from runner.data.prepared import META, load_prepared
+    from runner.data.sources import open_source
+
+    if not path.exists():
+        raise DatasetError("does not exist", file=path)
+    try:
+        if path.is_dir() and (path / META).exists():
+            prepared = load_prepared(path, mmap=True, verify="hashes")
+            from runner.data.manifest import dataset_manifest
+
+            _, root = dataset_manifest(path)
+            if as_json:
+                typer.echo(json.dumps({"kind": "prepared", "dataset": prepared.name, "root_sha256": root,
+                                       "content_id": prepared.content_id, "counts": prepared.counts}, indent=2))
+                return
+            out = _console()
+            for line in _prepared_lines(prepared):
+                out.print(line)
+            out.print(f"root sha256 {root}")
+            return
+        reader = open_source(path, name.value if name else None)
+        record = reader.verify()
+    except DatasetError as exc:
+        raise CheckFailed(exc.message, file=exc.file, field=exc.field, line=exc.line, fix=exc.fix) from None
+    if as_json:
+        typer.echo(json.dumps({"dataset": reader.name, **record.to_json()}, indent=2))
+        return
+    out = _console()
+    out.print(f"[green]ok[/] {reader.name}")
+    for line in _source_lines(record):
+        out.print(line)
+
+
+@app.command()
+def synth(
+    like: Annotated[SynthName, typer.Option("--like", help="Official layout to imitate.")],
+    out: Annotated[Path, typer.Option("--out", help="New folder to write (must not exist or be empty).")],
+    train: Annotated[int | None, typer.Option("--train", min=1, help="Training images (default: official "
+                                                                     "count, 50000).")] = None,
+    test: Annotated[int | None, typer.Option("--test", min=1, help="Test images (default 10000).")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Generator seed.")] = 0,
+) -> None:
+    """Write learnable synthetic data in the exact official layout (folder, archive, checksum)."""
+    from runner.data.synth import write_synthetic
+
+    result = write_synthetic(like.value, out, train=train, test=test, seed=seed)
+    out_ = _console()
+    out_.print(f"[green]ok[/] synthetic {like.value}: {result.counts[0]} train / {result.counts[1]} test "
+               f"(seed {seed}) in {result.out}")
+    out_.print(f"folder  {result.folder.name}/  root sha256 {result.manifest_root}")
+    out_.print(f"archive {result.archive.name}  sha256 {result.archive_sha256}")
+
+
+@app.command()
+def prepare(
+    path: SourcePath,
+    out: Annotated[Path, typer.Option("--out", help="New folder for the prepared .npy form.")],
+    name: NameOpt = None,
+) -> None:
+    """Verify, decode safely and write the prepared form (train_x.npy, ..., meta.json) atomically."""
+    from runner.data.prepared import prepare as do_prepare
+
+    prepared = do_prepare(path, out, name.value if name else None)
+    out_ = _console()
+    out_.print("[green]ok[/] " + _prepared_lines(prepared)[0])
+    for line in _prepared_lines(prepared)[1:]:
+        out_.print(line)
+    out_.print("source: " + "; ".join(_source_lines_plain(prepared.meta["source"])))
+
+
+def _source_lines_plain(source: dict) -> list[str]:
+    return [f"{source['kind']} {source['name']} verified by {source['verified_by']}",
+            f"root sha256 {source['root_sha256']}"]
+
+
+@app.command()
+def manifest(
+    path: Annotated[Path, typer.Argument(help="A dataset folder (or file).")],
+    write: Annotated[bool, typer.Option("--write", help="Write the listing to PATH/SHA256SUMS (trust this copy "
+                                                         "from now on).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the per-file sha256 manifest and root hash; --write records it as SHA256SUMS."""
+    from runner.data.files import write_file_atomic
+    from runner.data.manifest import MANIFEST_NAME, dataset_manifest, format_manifest_file
+
+    entries, root = dataset_manifest(path, exclude=frozenset({MANIFEST_NAME}))
+    if write:
+        if not path.is_dir():
+            raise UsageError("--write needs a folder", file=path, field="--write")
+        target = path / MANIFEST_NAME
+        if target.exists():
+            raise DatasetError(f"already has {MANIFEST_NAME}; it is never overwritten", file=target,
+                               fix="check it with `runner data verify`, or remove it first")
+        write_file_atomic(target, format_manifest_file(entries))
+    if as_json:
+        typer.echo(json.dumps({"root_sha256": root,
+                               "files": {k: {"size": s, "sha256": h} for k, (s, h) in entries.items()}}, indent=2))
+        return
+    out = _console()
+    for rel, (size, sha) in entries.items():
+        out.print(f"{sha}  {size:>12}  {rel}", highlight=False)
+    out.print(f"root sha256 {root}  ({len(entries)} files)" + (f"; wrote {MANIFEST_NAME}" if write else ""))
