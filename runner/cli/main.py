@@ -45,8 +45,10 @@ def _root(
 
 def _register() -> None:
     """The explicit command registry: every command and sub-app, by name."""
-    from runner.cli import commands
+    from runner.cli import commands, reproduce
 
+    app.command("reproduce")(reproduce.reproduce)
+    app.command("run")(reproduce.run)
     app.command("plan")(commands.plan)
     app.command("doctor")(commands.doctor)
     app.command("models")(commands.models)

@@ -23,6 +23,9 @@ import runner
 
 PACKAGE_ROOT = Path(runner.__file__).resolve().parent.parent
 WORKLOAD_DIRS = ("runner/workload", "runner/data")
+# The package files the workload imports outside those folders: without them a mounted copy of
+# the code would not be a package of its own.
+WORKLOAD_FILES = ("runner/__init__.py", "runner/errors.py")
 _SKIP_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache"})
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
@@ -35,22 +38,26 @@ class CodeFile:
     sha256: str
 
 
-def workload_files(root: Path = PACKAGE_ROOT, dirs: tuple[str, ...] = WORKLOAD_DIRS) -> list[CodeFile]:
-    """The regular files under `dirs` (relative to `root`), sorted, with their sha256."""
-    out = []
+def _code_file(root: Path, path: Path) -> CodeFile:
+    data = path.read_bytes()
+    return CodeFile(path.relative_to(root).as_posix(), path, len(data), hashlib.sha256(data).hexdigest())
+
+
+def workload_files(root: Path = PACKAGE_ROOT, dirs: tuple[str, ...] = WORKLOAD_DIRS,
+                   files: tuple[str, ...] = WORKLOAD_FILES) -> list[CodeFile]:
+    """The regular files under `dirs` and the single `files` (relative to `root`), sorted, with their sha256."""
+    out = [_code_file(root, root / f) for f in files if (root / f).is_file()]
     for d in dirs:
         base = root / d
         if not base.is_dir():
             continue
-        for folder, subdirs, files in os.walk(base):
+        for folder, subdirs, names in os.walk(base):
             subdirs[:] = sorted(s for s in subdirs if s not in _SKIP_DIRS)
-            for name in files:
+            for name in names:
                 path = Path(folder) / name
                 if name.endswith(_SKIP_SUFFIXES) or path.is_symlink() or not path.is_file():
                     continue
-                data = path.read_bytes()
-                rel = path.relative_to(root).as_posix()
-                out.append(CodeFile(rel, path, len(data), hashlib.sha256(data).hexdigest()))
+                out.append(_code_file(root, path))
     return sorted(out, key=lambda f: f.relpath)
 
 

@@ -49,7 +49,8 @@ def _time_limit(run: Run) -> int | None:
     return run.resolved["resources"]["time_limit_s"]
 
 
-def execute_run(engine: Engine, request: RunRequest, on_event, sampler_factory=None) -> tuple[RunOutcome, list]:
+def execute_run(engine: Engine, request: RunRequest, on_event,
+                sampler_factory=None) -> tuple[RunOutcome, list, dict | None]:
     """Start one run, follow its events, enforce its time limit, always finish it."""
     from runner.reproduce.tail import EventTail
 
@@ -79,7 +80,7 @@ def execute_run(engine: Engine, request: RunRequest, on_event, sampler_factory=N
     for event in tail.poll():
         on_event(event)
     samples = sampler.stop() if sampler else []
-    return outcome, samples
+    return outcome, samples, sampler.status() if sampler else None
 
 
 def write_run_config(run: Run, run_dir: Path) -> Path:
@@ -102,3 +103,200 @@ def describe_plan(plan: Plan, console: Console) -> None:
 
 def reason_line(exc: RunnerError) -> str:
     return exc.describe()
+
+
+def _select_engine(choice: str, console: Console):
+    """`auto`: docker when an engine answers, else local (said plainly)."""
+    from runner.engine.local_engine import LocalEngine
+    from runner.errors import EngineError
+
+    if choice == "local":
+        return LocalEngine(), None
+    from runner.engine.docker_client import connect
+
+    try:
+        client = connect(timeout=10)
+    except EngineError:
+        if choice == "docker":
+            raise
+        console.print("[yellow]no container engine answers: runs execute in the local Python, NOT isolated "
+                      "(no image digest); the bundle records this[/]")
+        return LocalEngine(), None
+    from runner.engine.docker_engine import DockerEngine
+
+    return DockerEngine(client), client
+
+
+def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None = None,
+                   console: Console | None = None) -> Path:
+    """The whole main job. Returns the finalized bundle's path."""
+    from runner.spec.plan import MAX_RUNS, plan_file
+
+    console = console or Console()
+    plan = plan_file(spec_path, max_runs=max_runs or MAX_RUNS)  # bad spec: one line, nothing written
+    spec_text = Path(spec_path).read_text(encoding="utf-8")
+    exp = plan.experiment
+    engine_choice = exp.execution.engine if opts.engine == "spec" else opts.engine
+    engine, client = _select_engine(engine_choice, console)
+    describe_plan(plan, console)
+
+    from runner.reproduce.dataset import resolve_dataset
+
+    dataset = resolve_dataset(exp.dataset, opts.data_root, opts.cache, Path(spec_path))
+    console.print(f"dataset {dataset.name}: verified, root sha256 {dataset.source_root_hash[:16]}"
+                  f"{' (synthetic)' if dataset.synthetic else ''}")
+
+    from runner.reproduce.images import resolve_images
+
+    images = resolve_images(engine, client, plan, opts.build, console)
+
+    from runner.bundle.writer import BundleWriter
+    from runner.fingerprint.redact import Redaction
+
+    redaction = Redaction.for_this_machine(enabled=opts.redact)
+    if opts.resume is not None:
+        writer = BundleWriter.resume(opts.resume, redaction, plan)
+    else:
+        writer = BundleWriter.create(opts.results_root, plan, spec_text, redaction)
+    try:
+        _fingerprint(writer, engine, client, images, dataset)
+        records = _run_all(plan, writer, engine, images, dataset, opts, console)
+    except KeyboardInterrupt:
+        writer.close()
+        if client is not None:
+            from runner.engine.docker_engine import remove_containers
+
+            remove_containers(client, writer.partial.name)
+        console.print(f"[yellow]interrupted[/]: partial bundle kept at {writer.partial}; "
+                      f"finish it with `runner reproduce {spec_path} --resume {writer.partial}`")
+        raise
+    path = writer.finalize()
+    from runner.reproduce.summary import print_summary
+
+    print_summary(console, records, path)
+    return path
+
+
+def _readable_tree(path: Path) -> None:
+    """The bundle's code/ is mounted for the container's unprivileged user: world-readable."""
+    for p in [path, *path.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def framework_info(engine, client, image_id: str | None, framework: str, code_dir: Path) -> dict:
+    """`python -m runner.workload info` where the runs will run: in the image, or the local Python."""
+    import subprocess
+    import sys
+
+    argv = ["-m", "runner.workload", "info", "--framework", framework]
+    if client is None:
+        from runner.engine.base import workload_env
+
+        env = workload_env(None, str(code_dir), "/tmp") | {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=300)
+        out, ok = proc.stdout, proc.returncode == 0
+        err = proc.stderr
+    else:
+        from runner.engine.docker_engine import CODE_MOUNT, container_user
+
+        uid, gid = container_user()
+        from runner.engine.base import workload_env
+
+        try:
+            raw = client.containers.run(
+                image_id, entrypoint=["python3"], command=argv, remove=True, network_mode="none",
+                user=f"{uid}:{gid}", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+                tmpfs={"/tmp": "rw,size=64m"}, environment=workload_env(None, CODE_MOUNT, "/tmp"),
+                volumes={str(code_dir.resolve()): {"bind": CODE_MOUNT, "mode": "ro"}}, stdout=True, stderr=False)
+            out, ok, err = raw.decode("utf-8", "replace"), True, ""
+        except Exception as e:  # noqa: BLE001 - recorded, the runs themselves will show the failure
+            out, ok, err = "", False, str(e)
+    if ok:
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError:
+            err = f"not JSON: {out[:200]}"
+    return {"framework": framework, "error": " ".join(err.split())[-500:]}
+
+
+def _fingerprint(writer, engine, client, images, dataset) -> None:
+    from runner.fingerprint.gpu import gpu_fingerprint
+    from runner.fingerprint.host import host_fingerprint
+
+    writer.add_environment("host", host_fingerprint(client))
+    writer.add_environment("gpu", gpu_fingerprint())
+    writer.add_environment("engine", engine.describe())
+    writer.add_environment("dataset", dataset.fingerprint())
+    code_dir = writer.partial / "code"
+    _readable_tree(code_dir)
+    for fw, choice in images.items():
+        if choice.error:
+            continue
+        info = framework_info(engine, client, choice.image_id, fw, code_dir)
+        info["image"] = {"name": choice.name, "id": choice.image_id}
+        if client is not None:
+            from runner.images.inspect import image_fingerprint
+
+            info["image"] |= image_fingerprint(client, choice.image_id)
+        writer.add_environment(f"images/{choice.name or 'local-' + fw}", info)
+
+
+def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, console: Console) -> list[RunRecord]:
+    import shutil
+
+    from runner.reproduce.live import LiveView
+    from runner.telemetry.sampler import TelemetrySampler
+
+    done = writer.completed
+    todo = [r for r in plan.runs if r.id not in done]
+    if done:
+        console.print(f"resuming: {len(done)} runs already recorded, {len(todo)} to go")
+    scratch = (opts.cache / "scratch" / writer.partial.name).resolve()
+    code_dir = (writer.partial / "code").resolve()
+    records: list[RunRecord] = []
+    for run in plan.runs:
+        if run.id in done:
+            rec = writer.state["runs"][run.id]
+            records.append(RunRecord(run, rec["status"], rec.get("reason"), 0.0, rec.get("image_id"),
+                                     rec.get("summary", {})))
+    with LiveView(console, len(todo)) as live:
+        for run in todo:
+            choice = images[run.framework]
+            live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
+            env = {"engine": engine.name, "isolated": engine.isolated, "dataset_sha256": dataset.source_root_hash}
+            if choice.error:
+                summary = writer.add_run(run, status="failed", reason=choice.error, image_id=None,
+                                         log_text=choice.error, environment=env)
+                records.append(RunRecord(run, "failed", choice.error, 0.0, None, summary))
+                live.end_run("failed")
+                continue
+            run_dir = scratch / run.id
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            out_dir = run_dir / "out"
+            out_dir.mkdir(parents=True)
+            config = write_run_config(run, run_dir)
+            res = run.resolved["resources"]
+            request = RunRequest(
+                run_id=run.id, bundle_id=writer.partial.name, framework=run.framework, variant=run.resolved["variant"],
+                config_path=config, data_dir=dataset.prepared.resolve(), out_dir=out_dir, code_dir=code_dir,
+                image_id=choice.image_id, threads=res["threads"], cpus=res["cpus"], memory=res["memory"],
+                shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"])
+
+            def sampler_factory(target, _docker=choice.image_id is not None):
+                return TelemetrySampler(1.0 / opts.telemetry_hz, container=target if _docker else None,
+                                        pid=None if _docker else target)
+
+            outcome, samples, telemetry_status = execute_run(engine, request, live.on_event, sampler_factory)
+            status = "ok" if outcome.ok else "failed"
+            summary = writer.add_run(run, status=status, reason=outcome.reason, out_dir=out_dir,
+                                     log_text=outcome.log, image_id=choice.image_id, telemetry=samples,
+                                     telemetry_status=telemetry_status,
+                                     environment=env | {"wall_s": round(outcome.wall_s, 3)} | outcome.extra)
+            final = summary.get("status", status)
+            records.append(RunRecord(run, final, summary.get("failure_reason", outcome.reason), outcome.wall_s,
+                                     choice.image_id, summary))
+            live.end_run(final)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return records

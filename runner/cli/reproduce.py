@@ -1,0 +1,98 @@
+"""`runner reproduce` and `runner run`: thin commands over runner.reproduce."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from runner.cli.options import DEFAULT_DATA_ROOT, DEFAULT_RESULTS, DataRoot, MaxRuns, ResultsRoot
+from runner.spec.limits import MAX_RUNS
+
+DEFAULT_CACHE = Path(".cache/runner")
+
+
+class EngineChoice(StrEnum):
+    auto = "auto"
+    docker = "docker"
+    local = "local"
+    spec = "spec"
+
+
+class BuildPolicy(StrEnum):
+    missing = "missing"
+    always = "always"
+    never = "never"
+
+
+EngineOpt = Annotated[EngineChoice, typer.Option(
+    "--engine", help="Where runs execute; `spec` uses the spec's execution.engine.")]
+BuildOpt = Annotated[BuildPolicy, typer.Option("--build", help="Build images when missing, always, or never.")]
+CacheOpt = Annotated[Path, typer.Option("--cache", help="Cache for prepared datasets and wheels.")]
+NoRedact = Annotated[bool, typer.Option("--no-redact", help="Keep host names, user names and GPU serials.")]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="A partial bundle to complete.")]
+
+
+def _options(data_root, results, cache, engine, build, resume, no_redact):
+    from runner.reproduce.session import SessionOptions
+
+    return SessionOptions(data_root=data_root, results_root=results, cache=cache, engine=engine.value,
+                          build=build.value, resume=resume, redact=not no_redact)
+
+
+def reproduce(
+    target: Annotated[Path, typer.Argument(help="An experiment spec (YAML), or a bundle to rerun.")],
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    results: ResultsRoot = DEFAULT_RESULTS,
+    cache: CacheOpt = DEFAULT_CACHE,
+    engine: EngineOpt = EngineChoice.spec,
+    build: BuildOpt = BuildPolicy.missing,
+    resume: ResumeOpt = None,
+    no_redact: NoRedact = False,
+    max_runs: MaxRuns = MAX_RUNS,
+) -> None:
+    """Run every run of a spec in its pinned image and write a result bundle."""
+    from runner.reproduce.session import reproduce_spec
+
+    opts = _options(data_root, results, cache, engine, build, resume, no_redact)
+    reproduce_spec(target, opts, max_runs=max_runs)
+
+
+def run(
+    framework: Annotated[str, typer.Option("--framework", "-f", help="pytorch or tensorflow.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="resnet50, alexnet, vgg16, simple_cnn.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="cifar10, cifar100, imagenet.")],
+    data_path: Annotated[str | None, typer.Option(
+        "--data-path", help="Dataset folder/archive under --data-root; omit for synthetic data.")] = None,
+    variant: Annotated[str, typer.Option("--variant", "--device", help="cpu, cuda or ppc64le.")] = "cpu",
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
+    optimizer: Annotated[str, typer.Option(help="sgd, adam, rmsprop.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    stem: Annotated[str | None, typer.Option(help="resnet50 stem: imagenet or cifar.")] = None,
+    layout: Annotated[str | None, typer.Option(help="alexnet layout: cifar or imagenet.")] = None,
+    gpus: Annotated[int, typer.Option(min=0)] = 0,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other field, dotted: recipe.weight_decay=5e-4, model.dropout=0.3.")] = None,
+    name: Annotated[str, typer.Option(help="Experiment name (the bundle folder).")] = "adhoc",
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    results: ResultsRoot = DEFAULT_RESULTS,
+    cache: CacheOpt = DEFAULT_CACHE,
+    engine: EngineOpt = EngineChoice.auto,
+    build: BuildOpt = BuildPolicy.missing,
+    no_redact: NoRedact = False,
+) -> None:
+    """One ad-hoc run from flags (as the studies' train.py offered), written as a one-run bundle."""
+    from runner.reproduce.adhoc import adhoc_spec
+    from runner.reproduce.session import reproduce_spec
+
+    spec_path = adhoc_spec(
+        cache=cache, name=name, framework=framework, model=model, dataset=dataset, data_path=data_path,
+        variant=variant, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed, stem=stem,
+        layout=layout, gpus=gpus, settings=setting or [],
+    )
+    opts = _options(data_root, results, cache, engine, build, None, no_redact)
+    reproduce_spec(spec_path, opts)

@@ -1,0 +1,45 @@
+"""Which image each framework's runs use, built when missing (per the --build policy).
+
+A framework with no image for the spec's variant (MXNet today) does not stop the sweep: its
+runs become failed rows naming the missing catalog entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from runner.errors import ImageError
+from runner.spec.plan import Plan
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    framework: str
+    name: str | None  # catalog entry; None for the local engine
+    image_id: str | None
+    error: str | None = None  # why this framework's runs cannot start
+
+
+def resolve_images(engine, client, plan: Plan, build: str, console: Console) -> dict[str, ImageChoice]:
+    variant = plan.experiment.variant.value
+    frameworks = [f.value for f in plan.experiment.frameworks]
+    if client is None:  # local engine: the host's own Python runs every framework
+        return {fw: ImageChoice(fw, None, None) for fw in frameworks}
+    from runner.images.build import ensure_image
+    from runner.images.catalog import load_catalog
+
+    catalog = load_catalog()
+    choices = {}
+    for fw in frameworks:
+        try:
+            entry = catalog.for_run(fw, variant)
+        except ImageError as e:
+            choices[fw] = ImageChoice(fw, None, None, error=e.describe())
+            console.print(f"[yellow]{fw}: {e.describe()}; its runs will be failed rows[/]")
+            continue
+        image_id = ensure_image(client, entry, build)
+        console.print(f"image {entry.name}: {image_id[:19]}")
+        choices[fw] = ImageChoice(fw, entry.name, image_id)
+    return choices
