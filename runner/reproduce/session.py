@@ -288,6 +288,7 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
                                         pid=None if _docker else target)
 
             outcome, samples, telemetry_status = execute_run(engine, request, live.on_event, sampler_factory)
+            shutil.copyfile(config, out_dir / "run.json")  # the bundle keeps the config the host wrote
             status = "ok" if outcome.ok else "failed"
             summary = writer.add_run(run, status=status, reason=outcome.reason, out_dir=out_dir,
                                      log_text=outcome.log, image_id=choice.image_id, telemetry=samples,
