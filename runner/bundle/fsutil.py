@@ -12,6 +12,7 @@ from typing import Any
 from runner.errors import BundleError
 
 CHUNK = 1 << 20
+PARTIAL_SUFFIX = ".partial"  # a bundle still being written (or interrupted)
 
 
 def fsync_dir(path: Path) -> None:

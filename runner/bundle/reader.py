@@ -16,9 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner.bundle.fsutil import safe_member, sha256_file
+from runner.bundle.fsutil import PARTIAL_SUFFIX, safe_member, sha256_file
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, TABLES
-from runner.bundle.writer import PARTIAL_SUFFIX
 from runner.errors import BundleError
 
 MANIFEST = "manifest.json"

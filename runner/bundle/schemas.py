@@ -19,7 +19,7 @@ BUNDLE_SCHEMA_VERSION = 1
 
 _TYPES: dict[str, pa.DataType] = {
     "string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
-    "bool": pa.bool_(), "strings": pa.list_(pa.string()),
+    "bool": pa.bool_(), "strings": pa.list_(pa.field("element", pa.string())),  # Parquet's own name
 }
 
 

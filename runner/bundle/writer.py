@@ -27,6 +27,7 @@ Usage:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -34,25 +35,26 @@ import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import runner
 from runner.bundle.events import EventLog, parse_events, read_events
-from runner.bundle.fsutil import fsync_dir, json_bytes, sha256_file, write_atomic
+from runner.bundle.fsutil import PARTIAL_SUFFIX, fsync_dir, json_bytes, sha256_file, write_atomic
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, RUNS, TABLES, table_from_rows
 from runner.bundle.summary import FAILED, NOT_RUN, OK, run_rows
 from runner.errors import BundleError
-from runner.fingerprint.code import code_fingerprint, tree_hash, workload_files
+from runner.fingerprint.code import CodeFile, code_fingerprint, workload_files
 from runner.fingerprint.gpu import gpu_summary
 from runner.fingerprint.host import host_summary
 from runner.fingerprint.redact import Redaction, recorded_environment
-from runner.spec.plan import Plan, Run
 from runner.telemetry.summary import gpu_energy_j, throttle_flags
 
-PARTIAL_SUFFIX = ".partial"
+if TYPE_CHECKING:  # the writer only reads attributes; pydantic stays unimported for readers
+    from runner.spec.plan import Plan, Run
+
 STATE_FILE = ".state.json"
 LOCK_FILE = ".lock"
 FRAGMENTS = ".fragments"
@@ -290,12 +292,12 @@ class BundleWriter:
 
     def _copy_code(self) -> None:
         files = workload_files()
-        for f in files:
-            self._write(f"code/{f.relpath}", f.path.read_bytes())
-        fp = code_fingerprint()
-        fp["tree_sha256"] = tree_hash(files)
-        fp["files"] = len(files)
-        self.state["code"] = self.redaction(fp)
+        copied = []
+        for f in files:  # hash what is copied, so the copy and the recorded tree hash agree
+            data = f.path.read_bytes()
+            self._write(f"code/{f.relpath}", data)
+            copied.append(CodeFile(f.relpath, f.path, len(data), hashlib.sha256(data).hexdigest()))
+        self.state["code"] = self.redaction(code_fingerprint(files=copied))
         self._write("environment/code.json", json_bytes(self.state["code"]))
 
     def _save_state(self) -> None:

@@ -91,7 +91,8 @@ def git_state(root: Path = PACKAGE_ROOT) -> dict[str, Any] | None:
             "branch": None if branch in (None, "HEAD") else branch}
 
 
-def code_fingerprint(root: Path = PACKAGE_ROOT) -> dict[str, Any]:
-    files = workload_files(root)
+def code_fingerprint(root: Path = PACKAGE_ROOT, files: list[CodeFile] | None = None) -> dict[str, Any]:
+    """Tree hash of the workload files (listed afresh unless given) and the checkout's git state."""
+    files = workload_files(root) if files is None else files
     return {"tree_sha256": tree_hash(files), "files": len(files), "dirs": list(WORKLOAD_DIRS),
             "git": git_state(root), "runner_version": runner.__version__}

@@ -64,9 +64,18 @@ def secret_name(name: str) -> bool:
     return DENY.search(name) is not None
 
 
+_WORD_STARTS = ("PASSW", "PASSPHRASE", "CREDENTIAL", "SECRET", "TOKEN", "COOKIE", "SESSION", "PRIVATE",
+                "AUTHORIZ", "AUTHENTIC")
+_WORD_ENDS = ("KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "AUTH", "PASSWORD", "PASSWD")
+
+
 def secret_key(key: str) -> bool:
-    """A JSON key naming a secret: one of its words starts with a deny word (`api_key`, `authToken`)."""
-    return any(part.upper().startswith(_DENY_WORDS) for part in _KEY_SPLIT.split(key) if part)
+    """A JSON key naming a secret, judged word by word (`api_key`, `authToken`, `apikey`; not `keyboard`)."""
+    for part in _KEY_SPLIT.split(key):
+        word = part.upper()
+        if word and (word.startswith(_WORD_STARTS) or word.endswith(_WORD_ENDS)):
+            return True
+    return False
 
 
 def allowed_variable(name: str) -> bool:

@@ -40,6 +40,7 @@ class GpuProbe:
             self.close()
             raise NvmlUnavailable("the NVIDIA driver reports no GPU")
         self.errors = 0
+        self.last_error: str | None = None
         self._unsupported: set[str] = set()
         self._throttle_fn = ("nvmlDeviceGetCurrentClocksEventReasons"
                              if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons")
@@ -53,8 +54,9 @@ class GpuProbe:
         except self.nvml.NVMLError_NotSupported:
             self._unsupported.add(fn_name)
             return None
-        except (self.nvml.NVMLError, AttributeError):
+        except (self.nvml.NVMLError, AttributeError) as e:
             self.errors += 1
+            self.last_error = f"{fn_name}: {type(e).__name__}: {e}"
             return None
 
     def sample(self, t: float, elapsed_s: float) -> list[dict[str, Any]]:

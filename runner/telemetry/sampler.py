@@ -1,7 +1,8 @@
 """The sampler: a daemon thread reading every source at a fixed rate while a run executes.
 
 Sampling never fails a run: an exception from a source is counted (`errors`, with the last
-message in `last_error`) and the next tick tries again. Ticks are scheduled on a fixed grid
+message in `last_error`) and the next tick tries again; readings a source could not take
+(an NVML query failing) are added to `errors` at `stop()`. Ticks are scheduled on a fixed grid
 (start + k x interval); a tick that falls behind is skipped rather than bunched up. One last
 reading is taken at `stop()`, so counters (energy) cover the run's end.
 """
@@ -110,6 +111,11 @@ class TelemetrySampler:
             if not self._thread.is_alive():
                 self.sample_once()
         for probe in self._probes:
+            field_errors = getattr(probe, "errors", 0)  # readings a probe could not take (counted by it)
+            if field_errors:
+                self.errors[probe.source] = self.errors.get(probe.source, 0) + field_errors
+            if getattr(probe, "last_error", None):
+                self.last_error[probe.source] = probe.last_error
             try:
                 probe.close()
             except Exception as e:  # noqa: BLE001
