@@ -1,0 +1,1 @@
+"""Where runs execute: the container engine (Docker) and the local engine, behind one interface."""

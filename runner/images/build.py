@@ -1,0 +1,201 @@
+"""Hermetic builds: `runner images build` and `ensure_image`, the call the reproduce command makes.
+
+A build has two engine builds (the SDK's classic builder; engine 20.10 has no BuildKit here):
+1. the system layer (images/system/Dockerfile): base + pinned Debian packages, network ON
+   (apt reaches Debian's archive), tagged runner/system:<hash of its inputs> so the engine's
+   cache and later builds find it;
+2. the framework layer (images/<framework>/Dockerfile): the locked wheels, hash-checked on the
+   host, go in the build context and pip installs them with `--no-index --require-hashes`,
+   network OFF (`network_mode="none"`).
+The result is tagged runner/<name>:<version> only after the build succeeded and its platform
+was checked, so a failed build leaves nothing tagged (its cached layers stay, untagged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from runner.engine.docker_client import api_errors
+from runner.errors import ImageError, UsageError
+from runner.images.catalog import CatalogEntry
+from runner.images.inspect import get_attrs, image_state
+from runner.images.labels import image_labels
+from runner.images.lockfile import Lockfile, read_lockfile
+from runner.images.paths import default_cache_dir
+from runner.images.platform import BaseImage, prepare_base
+from runner.images.wheels import fetch_wheels
+
+if TYPE_CHECKING:
+    import docker
+
+Policy = Literal["missing", "always", "never"]
+POLICIES: tuple[str, ...] = ("missing", "always", "never")
+Log = Callable[[str], None]
+
+SYSTEM_DOCKERFILE = "system/Dockerfile"
+BUILD_TIMEOUT_S = 3600
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _quiet(_line: str) -> None:
+    return None
+
+
+def load_checked_lock(entry: CatalogEntry) -> Lockfile:
+    """The entry's lockfile, refused if it was resolved from other catalog inputs or cannot install."""
+    lock = read_lockfile(entry.lockfile, entry.name)
+    if lock.inputs_sha256 != entry.lock_inputs_sha256():
+        raise ImageError(f"the lockfile was resolved from other catalog inputs than {entry.name} has now",
+                         file=entry.lockfile, field="inputs", fix=f"runner images lock {entry.name}")
+    if "pip" not in lock.pip_versions():
+        raise ImageError("the lockfile pins no pip wheel (it installs the others inside the image)",
+                         file=entry.lockfile, field="pip", fix=f"add pip to requirements; runner images lock {entry.name}")
+    return lock
+
+
+def stream_build(client: docker.DockerClient, what: str, context: Path, *, buildargs: dict[str, str],
+                 network_mode: str | None, platform: str, labels: dict[str, str] | None = None,
+                 nocache: bool = False, log: Log = _quiet) -> str:
+    """Run one classic-builder build, streaming its output to `log`; returns the image id."""
+    image_id = None
+    with api_errors(f"building {what}", fix="check `runner doctor`; the build output above says more"):
+        stream = client.api.build(
+            path=str(context), dockerfile="Dockerfile", buildargs=buildargs, network_mode=network_mode,
+            labels=labels, platform=platform, rm=True, forcerm=True, pull=False, nocache=nocache,
+            decode=True, timeout=BUILD_TIMEOUT_S,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                message = _ANSI.sub("", str(chunk["error"])).strip()
+                raise ImageError(f"building {what} failed: {message}",
+                                 fix="read the build output above; nothing was tagged")
+            for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
+                if line.strip():
+                    log(line.rstrip())
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image_id = aux["ID"]
+    if not image_id:
+        raise ImageError(f"the engine reported no image id for {what}", fix="read the build output above")
+    return image_id
+
+
+def _label_value(value: str) -> str:
+    """A double-quoted Dockerfile string; `$` escaped so the builder does not expand it."""
+    return json.dumps(value).replace("$", "\\$")
+
+
+def label_instruction(labels: dict[str, str]) -> str:
+    """One LABEL line for the end of the Dockerfile (the SDK's `labels=` adds one build step per label)."""
+    parts = [f"{key}={_label_value(value)}" for key, value in sorted(labels.items())]
+    return "\n# Added by `runner images build`: the image's labels.\nLABEL " + " \\\n      ".join(parts) + "\n"
+
+
+def _fresh_context(cache_dir: Path, name: str) -> Path:
+    root = cache_dir / "build"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def build_system_layer(client: docker.DockerClient, entry: CatalogEntry, lock: Lockfile, base: BaseImage,
+                       cache_dir: Path, log: Log = _quiet) -> str:
+    """Base + pinned Debian packages (network on); tagged runner/system:<hash of the inputs>."""
+    dockerfile = entry.catalog_path.parent / SYSTEM_DOCKERFILE
+    if not dockerfile.is_file():
+        raise ImageError("the system-layer Dockerfile is missing", file=dockerfile,
+                         fix="restore images/system/Dockerfile from the repository")
+    packages = " ".join(p.spec for p in sorted(lock.debian, key=lambda p: p.package))
+    digest = hashlib.sha256("\n".join([base.id, packages, dockerfile.read_text()]).encode()).hexdigest()
+    context = _fresh_context(cache_dir, "system")
+    try:
+        shutil.copyfile(dockerfile, context / "Dockerfile")
+        log(f"system layer: {len(lock.debian)} Debian packages on {base.reference}")
+        system_id = stream_build(client, f"the system layer of {entry.name}", context,
+                                 buildargs={"BASE": base.id, "DEBIAN_PACKAGES": packages},
+                                 network_mode=None, platform=entry.platform, log=log)
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    with api_errors("tagging the system layer"):
+        client.api.tag(system_id, "runner/system", digest[:16], force=True)
+    return system_id
+
+
+def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str | None = None,
+                cache_dir: Path | None = None, nocache: bool = False, log: Log | None = None) -> str:
+    """Build `entry` from its lockfile; returns the new image id, tagged `entry.tag`."""
+    say = log or _quiet
+    if not entry.buildable:
+        raise ImageError(f"{entry.name} is a {entry.recipe} recipe and is not built here",
+                         file=entry.catalog_path, field=f"{entry.field_prefix}.recipe",
+                         fix="see docs/images.md, 'TensorFlow on POWER'")
+    if not entry.dockerfile.is_file():
+        raise ImageError("Dockerfile not found", file=entry.dockerfile,
+                         fix=f"fix {entry.field_prefix}.dockerfile in {entry.catalog_path}")
+    lock = load_checked_lock(entry)
+    cache = cache_dir or default_cache_dir()
+    base_image = prepare_base(client, base or entry.base, entry.platform, cache / "tmp")
+    wheels = fetch_wheels(entry, lock, cache, say)
+    system_id = build_system_layer(client, entry, lock, base_image, cache, say)
+
+    context = _fresh_context(cache, entry.name)
+    try:
+        labels = image_labels(entry, lock, base_image)
+        (context / "Dockerfile").write_text(entry.dockerfile.read_text() + label_instruction(labels))
+        shutil.copyfile(entry.lockfile, context / "lock.txt")
+        (context / "wheelhouse").mkdir()
+        for wheel in wheels:
+            _link_or_copy(wheel, context / "wheelhouse" / wheel.name)
+        say(f"framework layer: {len(wheels)} locked wheels, network off")
+        image_id = stream_build(
+            client, entry.name, context,
+            buildargs={"BASE": system_id, "FRAMEWORK_VERSION": entry.framework_version},
+            network_mode="none", platform=entry.platform, nocache=nocache, log=say,
+        )
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+
+    attrs = get_attrs(client, image_id) or {}
+    platform = f"{attrs.get('Os')}/{attrs.get('Architecture')}"
+    if platform != entry.platform:
+        raise ImageError(f"the build of {entry.name} says {platform}, the catalog says {entry.platform}",
+                         fix="report this; the image was left untagged")
+    repository, _, tag = entry.tag.rpartition(":")
+    with api_errors(f"tagging {entry.tag}"):
+        client.api.tag(image_id, repository, tag, force=True)
+    return image_id
+
+
+def ensure_image(client: docker.DockerClient, entry: CatalogEntry, policy: Policy = "missing",
+                 base: str | None = None, *, cache_dir: Path | None = None, log: Log | None = None) -> str:
+    """The id of a current image for `entry`, building it as `policy` allows.
+
+    missing: reuse the tagged image if it matches the catalog entry and lockfile, else build;
+    always:  build (the engine's layer cache makes an unchanged rebuild quick);
+    never:   reuse, or raise ImageError naming why the image cannot be used.
+    """
+    if policy not in POLICIES:
+        raise UsageError(f"unknown build policy {policy!r}", field="policy", fix=f"use one of: {', '.join(POLICIES)}")
+    if policy != "always":
+        state = image_state(client, entry)
+        if state.status == "present" and state.image_id:
+            return state.image_id
+        if policy == "never":
+            why = "; ".join(state.reasons) or "not on this engine"
+            raise ImageError(f"image {entry.tag} is {state.status}: {why}",
+                             fix=f"runner images build {entry.name} (or runner images import FILE)")
+    return build_image(client, entry, base=base, cache_dir=cache_dir, log=log)
