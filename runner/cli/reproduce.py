@@ -33,13 +33,15 @@ BuildOpt = Annotated[BuildPolicy, typer.Option("--build", help="Build images whe
 CacheOpt = Annotated[Path, typer.Option("--cache", help="Cache for prepared datasets and wheels.")]
 NoRedact = Annotated[bool, typer.Option("--no-redact", help="Keep host names, user names and GPU serials.")]
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="A partial bundle to complete.")]
+BaseOpt = Annotated[str | None, typer.Option(
+    "--base", help="Base image for builds instead of the catalog's pinned digest (e.g. local/debian:bookworm).")]
 
 
-def _options(data_root, results, cache, engine, build, resume, no_redact):
+def _options(data_root, results, cache, engine, build, resume, no_redact, base):
     from runner.reproduce.session import SessionOptions
 
     return SessionOptions(data_root=data_root, results_root=results, cache=cache, engine=engine.value,
-                          build=build.value, resume=resume, redact=not no_redact)
+                          build=build.value, resume=resume, redact=not no_redact, base=base)
 
 
 def reproduce(
@@ -51,12 +53,13 @@ def reproduce(
     build: BuildOpt = BuildPolicy.missing,
     resume: ResumeOpt = None,
     no_redact: NoRedact = False,
+    base: BaseOpt = None,
     max_runs: MaxRuns = MAX_RUNS,
 ) -> None:
     """Run every run of a spec in its pinned image and write a result bundle."""
     from runner.reproduce.session import reproduce_spec
 
-    opts = _options(data_root, results, cache, engine, build, resume, no_redact)
+    opts = _options(data_root, results, cache, engine, build, resume, no_redact, base)
     reproduce_spec(target, opts, max_runs=max_runs)
 
 
@@ -84,6 +87,7 @@ def run(
     engine: EngineOpt = EngineChoice.auto,
     build: BuildOpt = BuildPolicy.missing,
     no_redact: NoRedact = False,
+    base: BaseOpt = None,
 ) -> None:
     """One ad-hoc run from flags (as the studies' train.py offered), written as a one-run bundle."""
     from runner.reproduce.adhoc import adhoc_spec
@@ -94,5 +98,5 @@ def run(
         variant=variant, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed, stem=stem,
         layout=layout, gpus=gpus, settings=setting or [],
     )
-    opts = _options(data_root, results, cache, engine, build, None, no_redact)
+    opts = _options(data_root, results, cache, engine, build, None, no_redact, base)
     reproduce_spec(spec_path, opts)

@@ -22,7 +22,7 @@ class ImageChoice:
     error: str | None = None  # why this framework's runs cannot start
 
 
-def resolve_images(engine, client, plan: Plan, build: str, console: Console) -> dict[str, ImageChoice]:
+def resolve_images(client, plan: Plan, build: str, base: str | None, console: Console) -> dict[str, ImageChoice]:
     variant = plan.experiment.variant.value
     frameworks = [f.value for f in plan.experiment.frameworks]
     if client is None:  # local engine: the host's own Python runs every framework
@@ -39,7 +39,8 @@ def resolve_images(engine, client, plan: Plan, build: str, console: Console) -> 
             choices[fw] = ImageChoice(fw, None, None, error=e.describe())
             console.print(f"[yellow]{fw}: {e.describe()}; its runs will be failed rows[/]")
             continue
-        image_id = ensure_image(client, entry, build)
+        image_id = ensure_image(client, entry, build, base,
+                                log=lambda line: console.print(f"  [dim]{line}[/]", highlight=False))
         console.print(f"image {entry.name}: {image_id[:19]}")
         choices[fw] = ImageChoice(fw, entry.name, image_id)
     return choices

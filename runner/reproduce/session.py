@@ -32,7 +32,7 @@ class SessionOptions:
     resume: Path | None = None
     redact: bool = True
     telemetry_hz: float = 1.0
-    quiet: bool = False
+    base: str | None = None  # build base instead of the catalog's digest (no registry here)
 
 
 @dataclass
@@ -148,7 +148,7 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
 
     from runner.reproduce.images import resolve_images
 
-    images = resolve_images(engine, client, plan, opts.build, console)
+    images = resolve_images(client, plan, opts.build, opts.base, console)
 
     from runner.bundle.writer import BundleWriter
     from runner.fingerprint.redact import Redaction

@@ -1,0 +1,25 @@
+"""Fixtures for tests against the real engine: the CPU images, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+LOCAL_BASE = "local/debian:bookworm"  # made by .ci/provision.sh (no registry is reachable)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    from runner.engine.docker_client import connect
+
+    return connect()
+
+
+@pytest.fixture(scope="session")
+def cpu_images(docker_client) -> dict[str, str]:
+    """framework -> image id of the CPU image (built from the lockfiles if missing)."""
+    from runner.images.build import ensure_image
+    from runner.images.catalog import load_catalog
+
+    catalog = load_catalog()
+    return {fw: ensure_image(docker_client, catalog.for_run(fw, "cpu"), "missing", LOCAL_BASE)
+            for fw in ("pytorch", "tensorflow")}
