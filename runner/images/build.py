@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -57,7 +58,8 @@ def load_checked_lock(entry: CatalogEntry) -> Lockfile:
                          file=entry.lockfile, field="inputs", fix=f"runner images lock {entry.name}")
     if "pip" not in lock.pip_versions():
         raise ImageError("the lockfile pins no pip wheel (it installs the others inside the image)",
-                         file=entry.lockfile, field="pip", fix=f"add pip to requirements; runner images lock {entry.name}")
+                         file=entry.lockfile, field="pip",
+                         fix=f"add pip to requirements; runner images lock {entry.name}")
     return lock
 
 
@@ -66,6 +68,7 @@ def stream_build(client: docker.DockerClient, what: str, context: Path, *, build
                  nocache: bool = False, log: Log = _quiet) -> str:
     """Run one classic-builder build, streaming its output to `log`; returns the image id."""
     image_id = None
+    recent: deque[str] = deque(maxlen=3)
     with api_errors(f"building {what}", fix="check `runner doctor`; the build output above says more"):
         stream = client.api.build(
             path=str(context), dockerfile="Dockerfile", buildargs=buildargs, network_mode=network_mode,
@@ -74,12 +77,18 @@ def stream_build(client: docker.DockerClient, what: str, context: Path, *, build
         )
         for chunk in stream:
             if "error" in chunk:
-                message = _ANSI.sub("", str(chunk["error"])).strip()
-                raise ImageError(f"building {what} failed: {message}",
+                message = " ".join(_ANSI.sub("", str(chunk["error"])).split())
+                if len(message) > 160:
+                    message = message[:157] + "..."
+                said = " | ".join(recent)
+                raise ImageError(f"building {what} failed: {said} ({message})" if said else
+                                 f"building {what} failed: {message}",
                                  fix="read the build output above; nothing was tagged")
             for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
                 if line.strip():
                     log(line.rstrip())
+                    if not line.startswith((" ---> ", "Step ", "Removing intermediate")):
+                        recent.append(line.strip())
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "ID" in aux:
                 image_id = aux["ID"]
@@ -113,7 +122,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 
 
 def build_system_layer(client: docker.DockerClient, entry: CatalogEntry, lock: Lockfile, base: BaseImage,
-                       cache_dir: Path, log: Log = _quiet) -> str:
+                       cache_dir: Path, nocache: bool = False, log: Log = _quiet) -> str:
     """Base + pinned Debian packages (network on); tagged runner/system:<hash of the inputs>."""
     dockerfile = entry.catalog_path.parent / SYSTEM_DOCKERFILE
     if not dockerfile.is_file():
@@ -127,7 +136,7 @@ def build_system_layer(client: docker.DockerClient, entry: CatalogEntry, lock: L
         log(f"system layer: {len(lock.debian)} Debian packages on {base.reference}")
         system_id = stream_build(client, f"the system layer of {entry.name}", context,
                                  buildargs={"BASE": base.id, "DEBIAN_PACKAGES": packages},
-                                 network_mode=None, platform=entry.platform, log=log)
+                                 network_mode=None, platform=entry.platform, nocache=nocache, log=log)
     finally:
         shutil.rmtree(context, ignore_errors=True)
     with api_errors("tagging the system layer"):
@@ -150,7 +159,7 @@ def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str |
     cache = cache_dir or default_cache_dir()
     base_image = prepare_base(client, base or entry.base, entry.platform, cache / "tmp")
     wheels = fetch_wheels(entry, lock, cache, say)
-    system_id = build_system_layer(client, entry, lock, base_image, cache, say)
+    system_id = build_system_layer(client, entry, lock, base_image, cache, nocache=nocache, log=say)
 
     context = _fresh_context(cache, entry.name)
     try:

@@ -143,7 +143,7 @@ class Catalog:
 
 
 def _line_of(text: str, name: str) -> int | None:
-    pattern = re.compile(rf"^\s*\[\s*images\.\"?{re.escape(name)}\"?\s*\]", re.MULTILINE)
+    pattern = re.compile(rf"^[ \t]*\[[ \t]*images\.\"?{re.escape(name)}\"?\s*\]", re.MULTILINE)
     m = pattern.search(text)
     return text.count("\n", 0, m.start()) + 1 if m else None
 
@@ -249,8 +249,8 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", None)
-        raise ImageError(f"not valid TOML: {e}", file=catalog_path, line=line,
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))  # tomllib gives no lineno before 3.14
+        raise ImageError(f"not valid TOML: {e}", file=catalog_path, line=int(m[1]) if m else None,
                          fix="fix the TOML syntax at that line") from None
     unknown = sorted(set(data) - {"schema", "images"})
     if unknown:

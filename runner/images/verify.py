@@ -118,6 +118,6 @@ def verify_image(client: docker.DockerClient, entry: CatalogEntry) -> VerifyRepo
         expected = lock.debian_versions()
         found = {k.split(":", 1)[0]: v for k, v in found.items()}
         ok = dpkg.exit_code == 0 and found == expected
-        report.add("debian packages", ok,
-                   f"{len(found)} packages at the lockfile's versions" if ok else (_diff(expected, found) or dpkg.tail(2)))
+        detail = f"{len(found)} packages at the lockfile's versions" if ok else (_diff(expected, found) or dpkg.tail(2))
+        report.add("debian packages", ok, detail)
     return report

@@ -1,0 +1,137 @@
+"""`runner images export` / `import`: images as docker-archive tarballs, checked by content.
+
+Export writes the SDK's `image.save()` stream to a temporary file beside the target and renames
+it into place, then writes `<file>.sha256` (sha256sum format) the same way.
+
+Import checks before it loads: the tarball's sha256 against a `.sha256` file beside it (when
+there is one), and the image ID, which for a docker-archive is the sha256 of the image config
+inside it, against `--expect-id`. A tarball that fails is never loaded, so nothing gets tagged
+from it. After loading, the engine's ID must equal the one computed (the engine itself checks
+the layers against the config's diff_ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.engine.docker_client import api_errors
+from runner.errors import CheckFailed, ImageError, UsageError
+from runner.images.lockfile import sha256_file, write_atomic
+
+if TYPE_CHECKING:
+    import docker
+
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    sha256: str
+    image_id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Imported:
+    image_id: str
+    tags: tuple[str, ...]
+
+
+def export_image(client: docker.DockerClient, ref: str, out: Path) -> Exported:
+    """Save the image `ref` (tag or id) to `out`, atomically; refuses to overwrite."""
+    import docker.errors
+
+    if out.exists():
+        raise UsageError("the output file exists; export never overwrites", file=out, field="--out",
+                         fix="remove it or choose another --out")
+    if not out.parent.is_dir():
+        raise UsageError("the output folder does not exist", file=out.parent, field="--out",
+                         fix="create it first")
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"no image {ref} on this engine", fix="runner images build NAME first") from None
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, api_errors(f"saving {ref}"):
+            for chunk in image.save(named=True):
+                digest.update(chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    hexdigest = digest.hexdigest()
+    write_atomic(out.with_name(out.name + ".sha256"), f"{hexdigest}  {out.name}\n")
+    return Exported(out, hexdigest, image.id, out.stat().st_size)
+
+
+def archive_image_id(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(image id, repo tags) of the one image in a docker-archive tarball, computed from its config."""
+    try:
+        with tarfile.open(path) as tar:
+            manifest_file = tar.extractfile("manifest.json")
+            if manifest_file is None:
+                raise KeyError("manifest.json")
+            manifest = json.load(manifest_file)
+            if not isinstance(manifest, list) or len(manifest) != 1:
+                raise ImageError(f"the tarball holds {len(manifest) if isinstance(manifest, list) else 'no'} "
+                                 "images; import takes exactly one", file=path, fix="export one image per file")
+            config_name = manifest[0]["Config"]
+            config = tar.extractfile(config_name)
+            if config is None:
+                raise KeyError(config_name)
+            digest = hashlib.sha256(config.read()).hexdigest()
+            tags = tuple(manifest[0].get("RepoTags") or ())
+    except (tarfile.TarError, KeyError, json.JSONDecodeError, TypeError) as e:
+        raise ImageError(f"not a docker-archive tarball ({type(e).__name__}: {e})", file=path,
+                         fix="use a file written by `runner images export` or `docker save`") from None
+    return f"sha256:{digest}", tags
+
+
+def check_sidecar(path: Path) -> str | None:
+    """The tarball's sha256 if a `<file>.sha256` lies beside it and matches; raises if it does not."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        return None
+    words = sidecar.read_text().split()
+    if not words or not re.fullmatch(r"[0-9a-f]{64}", words[0]):
+        raise ImageError("not a sha256 file", file=sidecar, fix="remove it or rewrite it as `<sha256>  <file>`")
+    actual = sha256_file(path)
+    if actual != words[0]:
+        raise CheckFailed(f"the tarball's sha256 is {actual}, {sidecar.name} says {words[0]}", file=path,
+                          fix="the file is damaged or was replaced: export it again")
+    return actual
+
+
+def import_image(client: docker.DockerClient, path: Path, expect_id: str | None = None) -> Imported:
+    """Load the tarball at `path` after checking it; returns the loaded image's id and tags."""
+    if expect_id is not None and not _IMAGE_ID.match(expect_id):
+        raise UsageError(f"{expect_id!r} is not an image id", field="--expect-id",
+                         fix="write it as sha256:<64 hex digits> (`runner images list` shows ids)")
+    if not path.is_file():
+        raise UsageError("no such file", file=path, fix="pass the tarball written by `runner images export`")
+    check_sidecar(path)
+    image_id, tags = archive_image_id(path)
+    if expect_id is not None and image_id != expect_id:
+        raise CheckFailed(f"the tarball holds image {image_id}, expected {expect_id}", file=path,
+                          fix="nothing was loaded; find the tarball of the expected image")
+    with open(path, "rb") as f, api_errors(f"loading {path.name}"):
+        loaded = client.images.load(f)
+    ids = {img.id for img in loaded}
+    if ids != {image_id}:
+        raise ImageError(f"the engine loaded {sorted(ids)} from {path.name}, the tarball's config says {image_id}",
+                         file=path, fix="report this: the engine and the archive disagree on the image id")
+    return Imported(image_id, tags)
