@@ -22,7 +22,7 @@ def check_engine() -> tuple[Check, object | None]:
     from runner.errors import EngineError
 
     try:
-        client = connect(timeout=5)
+        client = connect(timeout=10)
         version = client.version()
     except EngineError as e:
         return Check("container engine", "FAIL", e.message, e.fix or ""), None
@@ -62,11 +62,12 @@ def check_datasets(data_root: Path) -> Check:
 def check_images(client: object | None) -> Check:
     if client is None:
         return Check("images", "WARN", "unknown (no engine)", "start the engine first")
-    from runner.images.status import catalog_status
+    from runner.images.catalog import load_catalog
+    from runner.images.inspect import image_state
 
-    rows = catalog_status(client)
-    present = [r.name for r in rows if r.state == "present"]
-    missing = [r.name for r in rows if r.state != "present"]
+    states = [image_state(client, entry) for entry in load_catalog() if entry.buildable]
+    present = [s.entry.name for s in states if s.status == "present"]
+    missing = [f"{s.entry.name} ({s.status})" for s in states if s.status != "present"]
     status = "OK" if present else "WARN"
     detail = f"present: {', '.join(present) or 'none'}; missing or stale: {', '.join(missing) or 'none'}"
     return Check("images", status, detail, "" if not missing else "`runner images build NAME`")

@@ -48,7 +48,8 @@ def models(
         list[str] | None, typer.Option("--framework", "-f", help="pytorch, tensorflow (default: both).")
     ] = None,
     classes: Annotated[int, typer.Option(min=1, help="Number of classes.")] = 10,
-    input_size: Annotated[int, typer.Option("--input-size", min=8, help="Input height = width.")] = 32,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", min=8, help="Input height = width (default: each model's own).")] = None,
     stem: Annotated[str, typer.Option(help="ResNet-50 stem: imagenet or cifar.")] = "imagenet",
     engine: Annotated[str, typer.Option(help="local (host Python) or docker (the framework's image).")] = (
         "local"

@@ -1,0 +1,48 @@
+"""`runner doctor` against the real engine and without one; `runner models` equal across frameworks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.docker
+def test_doctor_reports_the_engine(cli, tmp_path, monkeypatch):
+    import docker
+
+    monkeypatch.chdir(tmp_path)
+    version = docker.from_env().version()["Version"]
+    result = cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.out)}
+    assert checks["container engine"]["status"] == "OK"
+    assert version in checks["container engine"]["detail"]
+    assert checks["GPUs (NVML)"]["status"] in ("OK", "WARN")  # never a crash without a driver
+    assert set(checks) == {"container engine", "GPUs (NVML)", "free disk", "datasets", "images"}
+    assert result.code == 0
+
+
+def test_doctor_without_engine_fails_with_the_fix(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    result = cli("doctor")
+    assert result.code == 1
+    assert "FAIL" in result.out and "dockerd" in result.out
+
+
+def test_models_equal_across_frameworks(cli):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    result = cli("models", "--json", "--classes", "100")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)
+    assert {r["model"] for r in rows} == {"resnet50", "alexnet", "vgg16", "simple_cnn"}
+    assert all(r["equal"] for r in rows)
+    resnet = [r for r in rows if r["model"] == "resnet50"]
+    assert {r["trainable"] for r in resnet} == {23_712_932}  # ResNet-50 v1.5, ImageNet stem, 100 classes
+    assert {r["framework"] for r in resnet} == {"pytorch", "tensorflow"}
+
+
+def test_models_rejects_unknown_framework(cli):
+    result = cli("models", "--framework", "jax")
+    assert result.code == 2 and "--framework" in result.err
