@@ -26,7 +26,8 @@ def check_engine() -> tuple[Check, object | None]:
         version = client.version()
     except EngineError as e:
         return Check("container engine", "FAIL", e.message, e.fix or ""), None
-    detail = f"Docker {version.get('Version')} (API {version.get('ApiVersion')}, {version.get('Os')}/{version.get('Arch')})"
+    v = version.get
+    detail = f"Docker {v('Version')} (API {v('ApiVersion')}, {v('Os')}/{v('Arch')})"
     return Check("container engine", "OK", detail), client
 
 
