@@ -56,7 +56,7 @@ def _run_docker(framework: str, argv: list[str]) -> str:
         image_id, entrypoint=["python3"], command=argv, remove=True, network_mode="none", user=f"{uid}:{gid}",
         cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, tmpfs={"/tmp": "rw,size=256m"},
         environment=workload_env(None, CODE_MOUNT, "/tmp"), stdout=True, stderr=False,
-        volumes={str(_package_root()): {"bind": CODE_MOUNT, "mode": "ro"}})
+        volumes={str(_package_root() / "runner"): {"bind": f"{CODE_MOUNT}/runner", "mode": "ro"}})
     return out.decode()
 
 
