@@ -1,0 +1,113 @@
+"""Rich tables and Markdown for verification results, provenance diffs and reproduction reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from runner.audit.diff import GROUPS, DiffItem, MetricDelta, short
+
+if TYPE_CHECKING:
+    from runner.audit.reproduction import Check, ReproductionReport
+    from runner.audit.verify import VerifyResult
+
+_VERDICT_STYLE = {"pass": "green", "miss": "red bold", "missing": "red", "skip": "dim"}
+_GROUP_TEXT = dict(GROUPS)
+
+
+def verify_table(result: VerifyResult) -> Table:
+    table = Table(title=f"verify {result.path}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("file", overflow="fold")
+    table.add_column("problem", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for p in result.problems:
+        table.add_row(Text(p.path), Text(p.kind, style="red"), Text(p.detail))
+    return table
+
+
+def diff_table(items: list[DiffItem], title: str, limit: int | None = None) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("rank", "group", "field", "A", "B"):
+        table.add_column(col, overflow="fold", no_wrap=col == "rank")
+    for item in items[:limit]:
+        a, b = item.text(48)
+        field = item.field + (f" ({len(item.runs)} run{'s' * (len(item.runs) > 1)})" if item.runs else "")
+        table.add_row(str(item.rank), item.group, Text(field), Text(a), Text(b))
+    return table
+
+
+def deltas_table(deltas: list[MetricDelta], title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("run A", "run B", "framework", "metric", "A", "B", "delta"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("A", "B", "delta") else "left")
+    for d in deltas:
+        if d.a == d.b:
+            continue
+        delta = "" if d.delta is None else (f"{d.delta:+.4g}" + (f" ({d.relative:+.1%})" if d.relative else ""))
+        table.add_row(d.run_a, d.run_b if d.run_b != d.run_a else "=", d.framework, d.metric, _value(d.a),
+                      _value(d.b), delta)
+    return table
+
+
+def _value(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return short(v, 24) if v is not None else "-"
+
+
+def reproduction_table(report: ReproductionReport, only_misses: bool = False) -> Table:
+    table = Table(title=f"reproduction of {report.original.name}", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for col in ("run", "framework", "metric", "original", "new", "tolerance", "verdict", "detail"):
+        table.add_column(col, overflow="fold")
+    for c in report.checks:
+        if only_misses and c.verdict not in ("miss", "missing"):
+            continue
+        table.add_row(c.run_id, c.framework, c.metric, _value(c.original), _value(c.new), c.tolerance,
+                      Text(c.verdict, style=_VERDICT_STYLE[c.verdict]), Text(c.detail))
+    return table
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_md_escape(str(c)) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _check_row(c: Check) -> list[str]:
+    verdict = {"pass": "pass", "miss": "**MISS**", "missing": "**MISSING**", "skip": "skip"}[c.verdict]
+    return [f"`{c.run_id}`", c.framework, c.metric, _value(c.original), _value(c.new), c.tolerance, verdict,
+            c.detail]
+
+
+def reproduction_markdown(report: ReproductionReport, max_provenance: int = 25) -> str:
+    parts = [f"# Reproduction of `{report.original.name}`", "",
+             f"- original: `{report.original}`", f"- new: `{report.new}`", f"- verdict: **{report.summary()}**", ""]
+    if report.unmatched:
+        parts += [f"Original runs with no counterpart: {', '.join(f'`{r}`' for r in report.unmatched)}", ""]
+    parts += ["## Checks", "",
+              markdown_table(["run", "framework", "metric", "original", "new", "tolerance", "verdict", "detail"],
+                             (_check_row(c) for c in report.checks)), ""]
+    if report.provenance:
+        heading = "## What differs (most result-moving first)" if not report.ok else "## Provenance differences"
+        parts += [heading, "",
+                  markdown_table(["rank", "group", "field", "original", "new"],
+                                 ([str(d.rank), d.group, d.field + (f" ({len(d.runs)} runs)" if d.runs else ""),
+                                   *d.text(60)] for d in report.provenance[:max_provenance])), ""]
+        if len(report.provenance) > max_provenance:
+            parts += [f"... and {len(report.provenance) - max_provenance} more (`runner bundle diff`).", ""]
+    else:
+        parts += ["No provenance differences were recorded.", ""]
+    return "\n".join(parts)
+
+
+def group_legend() -> str:
+    return "; ".join(f"{i + 1} {name}: {text}" for i, (name, text) in enumerate(GROUPS))
