@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -13,6 +14,7 @@ from runner.errors import BundleError
 
 CHUNK = 1 << 20
 PARTIAL_SUFFIX = ".partial"  # a bundle still being written (or interrupted)
+FILE_MODE = 0o644
 
 
 def fsync_dir(path: Path) -> None:
@@ -23,13 +25,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, fsync: bool = True) -> tuple[int, str]:
-    """Write bytes to a temp file beside `path`, then rename over it; returns (size, sha256)."""
+def write_atomic(path: Path, data: bytes | Sequence[bytes | memoryview], fsync: bool = True) -> tuple[int, str]:
+    """Write bytes (or chunks of them, written in turn: no joined copy of a large file) to a temp
+    file beside `path`, then rename over it; returns (size, sha256)."""
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    h, size = hashlib.sha256(), 0
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; results are meant to be read by others
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -37,7 +46,7 @@ def write_atomic(path: Path, data: bytes, fsync: bool = True) -> tuple[int, str]
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return len(data), hashlib.sha256(data).hexdigest()
+    return size, h.hexdigest()
 
 
 def json_bytes(obj: Any) -> bytes:

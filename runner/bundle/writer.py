@@ -60,7 +60,7 @@ LOCK_FILE = ".lock"
 FRAGMENTS = ".fragments"
 FRAGMENT_TABLES = ("epochs", "steps", "latency", "telemetry")
 STATE_SCHEMA = 1
-PARQUET_OPTIONS = {"compression": "zstd"}
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd"}
 RUN_FILES = ("result.json", "run.json")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)?$")
 
@@ -71,8 +71,10 @@ def bundle_name(spec_hash: str, now: datetime | None = None) -> str:
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
+    """zstd; dictionary encoding for text columns only (a million distinct floats gain nothing)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_list(f.type)]
+    pq.write_table(table, sink, use_dictionary=text, **PARQUET_OPTIONS)
     return sink.getvalue()
 
 
@@ -179,12 +181,13 @@ class BundleWriter:
     def add_run(self, run: Run, *, status: str, reason: str | None = None, out_dir: str | Path | None = None,
                 log_text: str = "", image_id: str | None = None,
                 telemetry: list[dict[str, Any]] | None = None, telemetry_status: dict[str, Any] | None = None,
-                environment: dict[str, Any] | None = None) -> dict[str, Any]:
+                environment: dict[str, Any] | None = None, events: EventLog | None = None) -> dict[str, Any]:
         """Record one finished run (ok or failed) from its out dir; returns its runs-table summary.
 
         status/reason: what the engine saw ("ok", or "failed" with a reason: timeout, exit code).
         The workload's own events decide too: a run without `run_end` is failed.
         environment: per-run facts (engine, dataset_sha256, container variables, ...).
+        events: the run's events already read (`read_events`), else they are read from out_dir.
         """
         if status not in (OK, FAILED):
             raise ValueError(f"status must be {OK!r} or {FAILED!r}, not {status!r}")
@@ -192,7 +195,10 @@ class BundleWriter:
         if run.id not in planned:
             raise ValueError(f"run {run.id} is not in this bundle's plan")
         out = Path(out_dir) if out_dir is not None else None
-        log = read_events(out / "events.jsonl", run.id) if out is not None else parse_events(b"", run.id)
+        if events is not None:
+            log = events
+        else:
+            log = read_events(out / "events.jsonl", run.id) if out is not None else parse_events(b"", run.id)
         target = planned[run.id].get("target_accuracy")
         rows = run_rows(log, run.id, status, reason, target)
         env = self.redaction(environment or {})
@@ -208,7 +214,7 @@ class BundleWriter:
         summary = self.redaction(summary)
 
         base = f"runs/{run.id}"
-        files = [self._write_events(f"{base}/events.jsonl", log)] if out is not None else []
+        files = [self._write_events(f"{base}/events.jsonl", log)] if out is not None or events else []
         for name in RUN_FILES:
             src = out / name if out is not None else None
             if src is not None and src.is_file():
@@ -269,26 +275,33 @@ class BundleWriter:
         self._unlock()
 
     # -- internals --------------------------------------------------------------------------
-    def _write(self, rel: str, data: bytes, record: bool = True) -> str:
+    def _write(self, rel: str, data: bytes | list[bytes | memoryview], record: bool = True) -> str:
         size, sha = write_atomic(self.partial / rel, data, fsync=self.fsync)
         if record:
             self.state["files"][rel] = [size, sha]
         return rel
 
     def _write_events(self, rel: str, log: EventLog) -> str:
-        """The events file, redacted: other events structurally, step lines (numbers) as text."""
-        parts = []
-        events = iter(log.events)
-        for line, kind in zip(log.lines, log.line_kinds, strict=True):
-            if kind == "event":
-                parts.append(json.dumps(self.redaction(next(events)), separators=(",", ":")).encode())
-            else:
-                parts.append(line)
-        data = b"\n".join(parts) + (b"\n" if parts else b"")
+        """The events file, redacted: each non-step event as a structure, then the whole text.
+
+        Step lines checked to hold only numbers (`EventLog.steps_plain`) are copied as they
+        are; otherwise the whole text is scanned too (a quick search for each identity or
+        secret, a rewrite only where one occurs). Invalid lines and a torn last line are kept,
+        scrubbed, as evidence.
+        """
+        body, scrub = memoryview(log.body), self.redaction.data
+        parts: list[bytes | memoryview] = []
+        prev = 0
+        for (start, end), event in zip(log.event_spans, log.events, strict=True):
+            parts += [body[prev:start], json.dumps(self.redaction(event), separators=(",", ":")).encode()]
+            prev = end
+        parts.append(body[prev:])
+        if not log.steps_plain or log.invalid_spans:
+            parts = [scrub(b"".join(parts))]
+        # else: events redacted above, step lines hold nothing to redact; written without a copy
         if log.torn is not None:
-            data += log.torn  # kept, unterminated, as evidence of how the run ended
-        text = data.decode("utf-8", "replace")
-        return self._write(rel, self.redaction.text(text).encode())
+            parts.append(scrub(log.torn))  # kept, unterminated, as evidence of how the run ended
+        return self._write(rel, parts)
 
     def _copy_code(self) -> None:
         files = workload_files()
@@ -337,7 +350,7 @@ class BundleWriter:
             **host_summary(self._environment("host")), **gpu_summary(self._environment("gpu")),
             "runner_version": runner.__version__, "code_tree_sha256": code.get("tree_sha256"),
             "git_commit": (code.get("git") or {}).get("commit"), "spec_sha256": self.state["spec_sha256"],
-            "dataset_sha256": dataset.get("root_sha256"),
+            "dataset_sha256": dataset.get("root_sha256") or dataset.get("source_root_sha256"),
         }
 
     def _runs_table(self) -> pa.Table:

@@ -141,6 +141,13 @@ class Redaction:
             s = pattern.sub(replacement, s)
         return s
 
+    def data(self, raw: bytes) -> bytes:
+        """`text()` for bytes (a large file): scanned for each needle first, decoded only when one is there."""
+        if not any(n.encode() in raw for n in self._needles) and not (
+                (b"://" in raw and b"@" in raw) or (self.enabled and (b"GPU-" in raw or b"MIG-" in raw))):
+            return raw
+        return self.text(raw.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
     def __call__(self, obj: Any) -> Any:
         return redact(obj, self)
 

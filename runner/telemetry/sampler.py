@@ -59,6 +59,7 @@ class TelemetrySampler:
             self._probes.append(ProcessTreeProbe(pid))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self._t0_mono = 0.0
 
     @property
@@ -104,7 +105,10 @@ class TelemetrySampler:
         return self
 
     def stop(self) -> list[dict[str, Any]]:
-        """Stop the thread, take a final reading, release NVML; returns the samples."""
+        """Stop the thread, take a final reading, release NVML; returns the samples. Idempotent."""
+        if self._stopped:
+            return self.samples
+        self._stopped = True
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=max(5.0, 2 * self.interval_s))

@@ -43,6 +43,10 @@ def leaky_bundle(tmp_path, redaction: Redaction):
         "status": "failed", "reason": "error", "wall_s": 1.0,
         "error": f"FileNotFoundError: {HOME}/data/x.bin (token {SECRET})"})
     (tmp_path / "ok" / "result.json").write_text(json.dumps({"status": "ok", "host": HOST, "cwd": HOME}))
+    with open(tmp_path / "ok" / "events.jsonl", "a") as fh:  # a step event carrying text it should not
+        fh.write(json.dumps({"type": "step", "t": 1.0, "run_id": ok.id, "epoch": 0, "step": 99, "global_step": 99,
+                             "loss": 1.0, "lr": 0.1, "batch_size": 32, "data_time_s": 0.0, "compute_time_s": 0.0,
+                             "warmup": False, "note": f"{SECRET} from {USER}@{HOST}"}) + "\n")
     writer = BundleWriter.create(tmp_path / "results", plan, spec_text_extra + text, redaction)
     writer.add_environment("host", host_fingerprint(client=None))
     writer.add_environment("images/pytorch-cpu", {
