@@ -165,3 +165,10 @@ def test_code_fingerprint_of_this_checkout():
     fp = code_fingerprint()
     assert len(fp["tree_sha256"]) == 64 and fp["files"] > 0
     assert fp["tree_sha256"] == tree_hash(workload_files())
+
+
+@pytest.mark.docker
+def test_host_fingerprint_connects_by_itself():
+    fp = host_fingerprint()  # "auto": runner.engine.docker_client.connect
+    assert fp["engine"]["available"] is True and fp["engine"]["api_version"]
+    assert host_summary(fp)["engine_version"] == fp["engine"]["version"]
