@@ -51,7 +51,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 def _console() -> Console:
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True, highlight=False)  # hashes stay on one copyable line
 
 
 def _source_lines(record: SourceRecord) -> list[str]:

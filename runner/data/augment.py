@@ -150,11 +150,12 @@ def plan_epoch(seed: int, epoch: int, n: int, ops: Sequence[Op]) -> EpochPlan:
 def _crop(x: np.ndarray, offsets: np.ndarray, padding: int) -> np.ndarray:
     if padding == 0:
         return x
-    b, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    rows = offsets[:, 0, None] + np.arange(h)  # (B, H)
-    cols = offsets[:, 1, None] + np.arange(w)  # (B, W)
-    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    b, h, w, c = x.shape
+    padded = np.zeros((b, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
+    padded[:, padding:padding + h, padding:padding + w] = x
+    # every h x w window of each padded image, as a view: (B, 2p+1, 2p+1, C, H, W); pick one per image
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
+    return windows[np.arange(b), offsets[:, 0], offsets[:, 1]].transpose(0, 2, 3, 1)
 
 
 def _flip(x: np.ndarray, flips: np.ndarray) -> np.ndarray:
@@ -178,19 +179,31 @@ def _bilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np
     return lo, hi, frac
 
 
+def _lerp(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    lo, hi, frac = _bilinear_weights(x.shape[axis], size)
+    a = np.take(x, lo, axis=axis)
+    b = np.take(x, hi, axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    b -= a  # a + (b - a) * frac, in place on the fresh gathers
+    b *= frac.reshape(shape)
+    b += a
+    return b
+
+
 def _resize(x: np.ndarray, size: int, method: str) -> np.ndarray:
     _, h, w, _ = x.shape
     if (h, w) == (size, size):
         return x
     if method == "nearest":
         return x[:, _nearest_index(h, size)][:, :, _nearest_index(w, size)]
+    # separable: columns first (on the small image), then rows (whole contiguous rows gathered)
     x = x.astype(np.float32, copy=False)
-    lo, hi, f = _bilinear_weights(h, size)
-    top, bottom = x[:, lo], x[:, hi]
-    x = top + (bottom - top) * f[None, :, None, None]
-    lo, hi, f = _bilinear_weights(w, size)
-    left, right = x[:, :, lo], x[:, :, hi]
-    return left + (right - left) * f[None, None, :, None]
+    if w != size:
+        x = _lerp(x, 2, size)
+    if h != size:
+        x = _lerp(x, 1, size)
+    return x
 
 
 def apply_batch(x_uint8_nhwc: np.ndarray, plan: EpochPlan, index_slice: slice | np.ndarray,
@@ -222,7 +235,9 @@ def apply_batch(x_uint8_nhwc: np.ndarray, plan: EpochPlan, index_slice: slice | 
             np.clip(x, 0.0, 255.0, out=x)
         elif op["op"] == "resize":
             x = _resize(x, op["size"], op["method"])
-    out = x.astype(np.float32)  # always a fresh, writable array
+    # a fresh, writable, C-contiguous float32 array (ops that allocate one are not copied again)
+    fresh = x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable and x.base is None
+    out = x if fresh else x.astype(np.float32, order="C")
     out /= np.float32(255.0)
     out -= mean_a
     out /= std_a

@@ -332,9 +332,12 @@ def _batch(layout: CifarLayout, batch: Any, source: str) -> tuple[np.ndarray, np
     keys = set(batch)
     expected = layout.batch_keys()
     if keys != expected:
-        missing = sorted(k.decode("latin1") for k in expected - keys if isinstance(k, bytes))
-        extra = sorted(repr(k) for k in keys - expected)
-        raise DatasetError(f"has keys that differ from an official batch (missing {missing}, unexpected {extra})",
+        def show(ks: set) -> str:
+            return ", ".join(sorted(k.decode("latin1") if isinstance(k, bytes) else repr(k) for k in ks))
+
+        parts = [f"missing {show(expected - keys)}" if expected - keys else "",
+                 f"unexpected {show(keys - expected)}" if keys - expected else ""]
+        raise DatasetError(f"does not have the keys of an official batch ({'; '.join(p for p in parts if p)})",
                            file=source)
     data = batch[b"data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:

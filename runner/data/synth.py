@@ -39,8 +39,8 @@ from runner.errors import DatasetError
 
 GENERATOR_VERSION = 1
 _CHUNK = 4096
-_NOISE_SIGMA = 25.0
-_AMPLITUDE = (30.0, 80.0)
+_NOISE_SIGMA = 20.0
+_AMPLITUDE = (40.0, 90.0)
 _BASE = (60.0, 195.0)
 _DIRECTION_JITTER = 0.3
 
@@ -91,25 +91,35 @@ class SynthResult:
 
 
 def frequency_lattice(k: int) -> np.ndarray:
-    """k distinct integer frequency vectors (kx, ky) of one half-plane, lowest radius first."""
+    """k distinct integer frequencies (kx, ky) with kx, ky >= 0 (not both 0), lowest radius first."""
     r = 1
     while True:
-        pts = [(x, y) for x in range(-r, r + 1) for y in range(0, r + 1)
-               if (y > 0 or x > 0) and x * x + y * y <= r * r]
+        pts = [(x, y) for x in range(0, r + 1) for y in range(0, r + 1) if (x, y) != (0, 0) and x * x + y * y <= r * r]
         if len(pts) >= k:
             break
         r += 1
-    pts.sort(key=lambda p: (p[0] ** 2 + p[1] ** 2, math.atan2(p[1], p[0])))
+    pts.sort(key=lambda p: (p[0] ** 2 + p[1] ** 2, p[1]))
     return np.asarray(pts[:k], dtype=np.float64)
+
+
+# Colour axes a class modulates along: the cube's body diagonals (about 70 degrees apart; an axis
+# and its negative are the same axis, as sin(t + pi) = -sin(t)).
+_AXES = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=np.float64) / math.sqrt(3)
+_MAX_FREQUENCIES = 25
+
+
+def class_patterns(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency (K, 2), colour axis (K, 3)) of each class: class k = (frequency k % F, axis k // F)."""
+    axes = max(1, math.ceil(num_classes / _MAX_FREQUENCIES))
+    f = math.ceil(num_classes / axes)
+    freqs = frequency_lattice(f)
+    k = np.arange(num_classes)
+    return freqs[k % f], _AXES[k // f]
 
 
 def generate_split(num_classes: int, n: int, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (n, 32, 32, 3), labels int64 (n,)) for one split; balanced classes."""
-    templates = np.random.default_rng([seed, 0])
-    freqs = frequency_lattice(num_classes)
-    directions = templates.normal(size=(num_classes, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-
+    freqs, axes = class_patterns(num_classes)
     rng = np.random.default_rng([seed, stream])
     labels = rng.permutation(np.arange(n, dtype=np.int64) % num_classes)
     grid = np.arange(IMAGE_SIDE, dtype=np.float64) / IMAGE_SIDE
@@ -118,14 +128,16 @@ def generate_split(num_classes: int, n: int, seed: int, stream: int) -> tuple[np
     for start in range(0, n, _CHUNK):
         y = labels[start:start + _CHUNK]
         m = len(y)
-        phase = rng.uniform(0.0, 2 * math.pi, m)
+        phase = rng.uniform(0.0, 2 * math.pi, (m, 2))
         base = rng.uniform(*_BASE, (m, 3))
         amp = rng.uniform(*_AMPLITUDE, m)
-        d = directions[y] + _DIRECTION_JITTER * rng.normal(size=(m, 3))
+        d = axes[y] + _DIRECTION_JITTER * rng.normal(size=(m, 3))
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         noise = rng.standard_normal((m, IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.float32) * np.float32(_NOISE_SIGMA)
-        k = freqs[y]
-        wave = np.sin(2 * math.pi * (k[:, 0, None, None] * xx + k[:, 1, None, None] * yy) + phase[:, None, None])
+        kx, ky = freqs[y, 0, None, None], freqs[y, 1, None, None]
+        # the grating and its mirror image: a horizontal flip maps a class onto itself
+        wave = (np.sin(2 * math.pi * (kx * xx + ky * yy) + phase[:, 0, None, None])
+                + np.sin(2 * math.pi * (-kx * xx + ky * yy) + phase[:, 1, None, None])) / math.sqrt(2)
         img = (base[:, None, None, :] + (amp[:, None] * d)[:, None, None, :] * wave[..., None]).astype(np.float32)
         img += noise
         images[start:start + m] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
