@@ -32,7 +32,7 @@ def verify_table(result: VerifyResult) -> Table:
 def diff_table(items: list[DiffItem], title: str, limit: int | None = None) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rank", "group", "field", "A", "B"):
-        table.add_column(col, overflow="fold", no_wrap=col == "rank")
+        table.add_column(col, overflow="fold", no_wrap=col in ("rank", "group", "field"))
     for item in items[:limit]:
         a, b = item.text(48)
         field = item.field + (f" ({len(item.runs)} run{'s' * (len(item.runs) > 1)})" if item.runs else "")

@@ -18,6 +18,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,7 +101,7 @@ def check_archive(path: Path, *, allow_links: bool = True, error: type[RunnerErr
     try:
         with _open(Path(path), error) as tar:
             return len(check_members(tar, Path(path), allow_links=allow_links, error=error))
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise error(f"is truncated or corrupt ({e})", file=path, fix="the file is damaged") from None
 
 
@@ -115,11 +116,11 @@ def safe_extract(path: Path, target: Path, *, allow_links: bool = False, max_byt
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".extract"))
     try:
         with _open(path, error) as tar:
-            members = check_members(tar, path, allow_links=allow_links, max_bytes=max_bytes, error=error)
             try:
+                members = check_members(tar, path, allow_links=allow_links, max_bytes=max_bytes, error=error)
                 tar.extractall(staging, members=members, filter="data")
-            except (tarfile.TarError, OSError, EOFError) as e:
-                raise error(f"cannot be extracted ({e})", file=path, fix="the archive is damaged") from None
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                raise error(f"is truncated or corrupt ({e})", file=path, fix="the archive is damaged") from None
         staging.chmod(0o755)
         staging.rename(target)
     except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runner.audit.tolerances import TOLERANCES
+from runner.audit.tolerances import TOLERANCES, Tolerance
 from runner.bundle.reader import Bundle
 
 
@@ -19,21 +19,20 @@ class ImageArchive:
     size: int | None = None
 
 
+def _rule_text(t: Tolerance) -> str:
+    if t.rule == "relative":
+        return "within a relative band (" + ", ".join(f"{v:.0%} on {k}" for k, v in t.relative.items()) + ")"
+    if t.rule == "seed_spread":
+        return (f"within {t.k_std:g} x the std of the original's repeats (at least {t.floor:g}), "
+                f"or ±{t.fixed:g} without repeats")
+    if t.rule == "exact":
+        return "equal"
+    rest = f"; otherwise {_rule_text(t.otherwise)}" if t.otherwise else "; not compared otherwise"
+    return f"bit-identical for deterministic CPU runs{rest}"
+
+
 def _tolerance_lines() -> list[str]:
-    lines = []
-    for t in TOLERANCES.values():
-        if t.rule == "relative":
-            bands = ", ".join(f"{v:.0%} on {k}" for k, v in t.relative.items())
-            lines.append(f"- {t.label}: within a relative band ({bands})")
-        elif t.rule == "seed_spread":
-            lines.append(f"- {t.label}: within {t.k_std:g} x the std of the original's repeats "
-                         f"(at least {t.floor:g}), or ±{t.fixed:g} without repeats")
-        elif t.rule == "exact":
-            lines.append(f"- {t.label}: equal")
-        else:
-            rest = " ; otherwise as the accuracies (seed spread)" if t.otherwise else ""
-            lines.append(f"- {t.label}: bit-identical for deterministic CPU runs{rest}")
-    return lines
+    return [f"- {t.label}: {_rule_text(t)}" for t in TOLERANCES.values()]
 
 
 def reproducing_md(bundle: Bundle, images: list[ImageArchive], *, signed: bool, archive_note: str | None = None) -> str:

@@ -31,6 +31,13 @@ DOCKER_IMAGE = "https://w3id.org/ro/terms/workflow-run#DockerImage"
 COMPLETED = "http://schema.org/CompletedActionStatus"
 FAILED = "http://schema.org/FailedActionStatus"
 METADATA_FILE = "ro-crate-metadata.json"
+# Vocabulary terms the graph refers to, described as entities of their own.
+TERMS = {
+    CRATE_SPEC: ("CreativeWork", "RO-Crate 1.1"),
+    COMPLETED: ("DefinedTerm", "CompletedActionStatus"),
+    FAILED: ("DefinedTerm", "FailedActionStatus"),
+    DOCKER_IMAGE: ("DefinedTerm", "DockerImage"),
+}
 
 _FORMATS = {".parquet": "application/vnd.apache.parquet", ".json": "application/json", ".jsonl": "application/jsonl",
             ".yaml": "application/yaml", ".yml": "application/yaml", ".log": "text/plain", ".txt": "text/plain",
@@ -206,6 +213,10 @@ def build_crate(bundle: Bundle, images_by_framework: dict[str, dict[str, Any]], 
     for entity in graph:
         for key in [k for k, v in entity.items() if v is None]:
             del entity[key]
+    used = referenced_ids(graph)
+    for term, (type_, name) in TERMS.items():  # described too, so that every reference resolves in the graph
+        if term in used:
+            add({"@id": term, "@type": type_, "name": name})
     return {"@context": CONTEXT, "@graph": graph}
 
 

@@ -11,7 +11,6 @@ does not tell the two means apart at the 5% level: |Δmean| <= t(0.975, ν) · �
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -52,15 +51,17 @@ class Stat:
 
     @classmethod
     def of(cls, values: Iterable[float | None]) -> Stat | None:
-        xs = [float(v) for v in values if v is not None and math.isfinite(v)]
-        if not xs:
+        xs = sorted(float(v) for v in values if v is not None and math.isfinite(v))
+        n = len(xs)
+        if not n:
             return None
-        mean = statistics.fmean(xs)
-        if len(xs) < 2:
+        mean = math.fsum(xs) / n
+        if n < 2:
             return cls(1, xs[0], mean, None, None, None)
-        std = statistics.stdev(xs)
-        half = t975(len(xs) - 1) * std / math.sqrt(len(xs))
-        return cls(len(xs), statistics.median(xs), mean, std, mean - half, mean + half)
+        median = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+        std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))  # statistics.stdev, without Fractions
+        half = t975(n - 1) * std / math.sqrt(n)
+        return cls(n, median, mean, std, mean - half, mean + half)
 
 
 def within_noise(a: Stat | None, b: Stat | None) -> bool | None:

@@ -119,11 +119,16 @@ def _hidden(columns: list[Column]) -> list[str]:
 
 
 def _groups(loaded: Loaded) -> dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]]:
-    """config -> framework -> its runs (all statuses)."""
+    """config -> framework -> its runs (all statuses); computed once per Loaded."""
+    cached = getattr(loaded, "_groups", None)
+    if cached is not None:
+        return cached
     out: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for row in loaded.runs:
         out.setdefault(_config(row), {}).setdefault(row.get("framework") or "?", []).append(row)
-    return dict(sorted(out.items(), key=lambda kv: _sort_key(kv[0])))
+    result = dict(sorted(out.items(), key=lambda kv: _sort_key(kv[0])))
+    loaded._groups = result  # type: ignore[attr-defined]
+    return result
 
 
 def _ok(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

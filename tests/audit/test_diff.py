@@ -1,0 +1,84 @@
+"""`provenance_diff` and `metric_deltas`: what differs between two bundles, ranked, and by how much."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner.audit.diff import RANK, metric_deltas, provenance_diff
+from runner.audit.facts import match_runs
+from tests.audit.cli_helpers import ensure_registered
+from tests.audit.synth import IMAGE_IDS, VERSIONS, make_bundle
+from tests.audit.test_verify import SMALL
+
+NEW_TORCH = "sha256:" + "c3" * 32
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("diff")
+    a = make_bundle(tmp / "a", spec=SMALL)
+    b = make_bundle(tmp / "b", spec=SMALL, image_ids=IMAGE_IDS | {"pytorch": NEW_TORCH},
+                    versions=VERSIONS | {"pytorch": "2.14.0"})
+    return a, b
+
+
+def test_the_image_and_the_framework_version_are_named_first(pair):
+    a, b = pair
+    items = provenance_diff(a, b)
+    fields = {(i.group, i.field): i for i in items}
+    image = fields[("image", "pytorch.image_id")]
+    assert (image.a, image.b, image.rank) == (IMAGE_IDS["pytorch"], NEW_TORCH, 1)
+    version = fields[("framework", "pytorch.framework_version")]
+    assert (version.a, version.b, version.rank) == ("2.13.0", "2.14.0", 2)
+    assert [i.rank for i in items] == sorted(i.rank for i in items)
+    assert items[0].group == "image"
+    # tensorflow did not change: nothing about it is reported
+    assert not any(i.field.startswith("tensorflow.") for i in items)
+    # the package list of the image says the same, far down the ranking
+    assert fields[("packages", "pytorch.pytorch")].rank == RANK["packages"]
+
+
+def test_a_bundle_has_no_differences_with_itself(pair):
+    a, _ = pair
+    assert provenance_diff(a, a) == []
+    assert all(d.delta in (0, None) for d in metric_deltas(a, a))
+
+
+def test_metric_deltas_pair_runs_by_id(pair):
+    a, b = pair
+    deltas = metric_deltas(a, b)
+    assert {d.matched_by for d in deltas} == {"id"}
+    assert {d.run_a for d in deltas} == {d.run_b for d in deltas}
+    acc = [d for d in deltas if d.metric == "final_test_accuracy"]
+    assert len(acc) == 2 and all(d.delta == 0 for d in acc)
+
+
+def test_runs_with_new_ids_are_matched_by_framework_sweep_params_repeat(tmp_path):
+    a = make_bundle(tmp_path / "a", spec=SMALL)
+    b = make_bundle(tmp_path / "b", spec=SMALL.replace("lr: 0.05", "lr: 0.1"))
+    from runner.audit.facts import load_facts
+
+    fa, fb = load_facts(a), load_facts(b)
+    matching = match_runs(fa.runs, fb.runs)
+    assert len(matching.pairs) == 2 and {p.by for p in matching.pairs} == {"key"}
+    assert {(p.a["framework"], p.b["framework"]) for p in matching.pairs} == {("pytorch", "pytorch"),
+                                                                              ("tensorflow", "tensorflow")}
+    items = provenance_diff(fa, fb)
+    spec = {i.field: i for i in items if i.group == "spec"}
+    assert (spec["spec.recipe.lr"].a, spec["spec.recipe.lr"].b) == (0.05, 0.1)
+    per_run = spec["run.optimizer.lr"]
+    assert (per_run.a, per_run.b) == (0.05, 0.1) and len(per_run.runs) == 2
+    assert {d.matched_by for d in metric_deltas(fa, fb)} == {"key"}
+
+
+def test_cli_diff(pair, cli, monkeypatch):
+    ensure_registered()
+    monkeypatch.setenv("COLUMNS", "200")
+    a, b = pair
+    out = cli("bundle", "diff", a, b)
+    assert out.code == 0
+    assert "pytorch.image_id" in out.out and "pytorch.framework_version" in out.out
+    js = json.loads(cli("bundle", "diff", a, b, "--json").out)
+    assert js["provenance"][0]["group"] == "image"
