@@ -76,7 +76,9 @@ def main() -> None:
             c0 = time.process_time()
             rate = measure_loader_throughput(data, bs, ops, args.seconds, prefetch=prefetch)
             cpu = (time.process_time() - c0) / args.seconds
-            print(f"  {label:<46} {rate:>10,.0f} images/s   ({cpu:.2f} CPU-s per wall-s)")
+            per_cpu = rate / cpu if cpu > 0 else float("nan")
+            print(f"  {label:<46} {rate:>9,.0f} images/s  {cpu:.2f} CPU-s per wall-s  "
+                  f"{per_cpu:>9,.0f} images per CPU-s")
         print("\nheadline: loader_images_per_s(batch=64, crop+flip+brightness) = "
               f"{measure_loader_throughput(data, 64, AUGMENT, args.seconds):.0f}")
 
