@@ -8,6 +8,7 @@ in the event stream but excluded from every throughput figure.
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
@@ -92,6 +93,7 @@ class EpochMeter:
     epoch: int
     images: int = 0
     loss_sum: float = 0.0
+    loss_images: int = 0  # images of steps whose loss was finite (fp16 may skip a step)
     correct: int = 0
     data_time_s: float = 0.0
     compute_time_s: float = 0.0
@@ -106,7 +108,9 @@ class EpochMeter:
         data_s: float, compute_s: float, warmup: bool,
     ) -> None:
         self.images += images
-        self.loss_sum += loss * images
+        if math.isfinite(loss):
+            self.loss_sum += loss * images
+            self.loss_images += images
         self.correct += correct
         self.data_time_s += data_s
         self.compute_time_s += compute_s
@@ -137,7 +141,7 @@ class EpochMeter:
     def summary(self) -> dict[str, float | int | None]:
         return {
             "epoch": self.epoch,
-            "train_loss": self.loss_sum / self.images if self.images else None,
+            "train_loss": self.loss_sum / self.loss_images if self.loss_images else None,
             "train_accuracy": self.correct / self.images if self.images else None,
             "images": self.images,
             "time_s": self.time_s,

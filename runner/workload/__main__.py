@@ -1,0 +1,5 @@
+"""Entry point of the container workload: `python -m runner.workload run|info|models`."""
+
+from runner.workload.cli import main
+
+raise SystemExit(main())

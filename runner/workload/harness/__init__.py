@@ -1,0 +1,1 @@
+"""The training and measurement harness: one protocol (protocol.py), one backend per framework."""

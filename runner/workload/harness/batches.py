@@ -1,0 +1,72 @@
+"""Where the protocol gets its batches: the data package's loader, or seeded random data.
+
+Both frameworks read the same batches in the same order with the same augmentation decisions
+(runner.data.loader.BatchIterator, seeded by the run's seed and the epoch). The loader reads the
+test split in a fixed order with only the deterministic ops (resize), keeping the last partial
+batch. Batches are assembled `PREFETCH` ahead on a background thread in every framework; the
+batches themselves do not depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from runner.data.augment import normalize_ops
+from runner.data.loader import BatchIterator
+from runner.errors import SpecError
+from runner.workload.harness.config import RunConfig
+
+PREFETCH = 2
+
+
+class Batches:
+    def __init__(self, prepared: Any, cfg: RunConfig, input_size: int) -> None:
+        self.prepared, self.cfg, self.input_size = prepared, cfg, input_size
+        try:
+            self.ops = list(normalize_ops(cfg.data.augmentation))
+        except SpecError as exc:  # name the run.json field the op came from
+            exc.file, exc.field = cfg.path, f"data.augmentation{(exc.field or '').removeprefix('ops')}"
+            raise
+        self._rng = np.random.default_rng([cfg.seed, 7])  # latency / synthetic inputs only
+
+    @property
+    def train_size(self) -> int:
+        return int(len(self.prepared.train_y))
+
+    def output_side(self) -> int:
+        """Image side after the ops (a resize changes it)."""
+        side = int(self.prepared.train_x.shape[1])
+        for op in self.ops:
+            if op["op"] == "resize":
+                side = int(op["size"])
+        return side
+
+    def steps_per_epoch(self) -> int:
+        bs, n = self.cfg.train.batch_size, self.train_size
+        steps = n // bs if self.cfg.train.drop_last else -(-n // bs)
+        cap = self.cfg.train.steps_per_epoch
+        return min(steps, cap) if cap is not None else steps
+
+    def _iterator(self, split: str, epoch: int, drop_last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        d, t = self.cfg.data, self.cfg.train
+        return iter(BatchIterator(self.prepared, split, t.batch_size, self.cfg.seed, epoch, self.ops,
+                                  d.mean, d.std, drop_last=drop_last, prefetch=PREFETCH))
+
+    def train(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._iterator("train", epoch, self.cfg.train.drop_last)
+
+    def test(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._iterator("test", 0, False)
+
+    def random_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A seeded standard-normal NHWC batch with uniform labels (latency, synthetic compute)."""
+        s = self.input_size
+        x = self._rng.standard_normal((batch_size, s, s, 3), dtype=np.float32)
+        y = self._rng.integers(0, self.cfg.data.num_classes, size=batch_size, dtype=np.int64)
+        return x, y
+
+    def synthetic_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.random_batch(self.cfg.train.batch_size)

@@ -1,0 +1,178 @@
+"""The one training and measurement protocol every framework runs through.
+
+Per step: read the clock (synchronised), take the next batch and move it to the device
+(synchronised) = data time; set the learning rate from the schedule, run the step and fetch
+its loss (synchronised) = compute time. The first `warmup_steps` steps of the run are flagged
+and excluded from throughput; the first step's compute time (tracing, graph build, XLA or
+torch.compile) is reported separately as `compile`. After every `eval_every_epochs` epochs the
+test split is evaluated; the first evaluation at or above `target_accuracy` gives
+`target_reached`. After training, inference latency is measured per batch size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runner.workload.events import EventWriter
+from runner.workload.harness.backend import Backend
+from runner.workload.harness.batches import Batches
+from runner.workload.harness.config import RunConfig
+from runner.workload.measure import EpochMeter, Latency, RunMeter, SyncedClock
+
+# Under fp16 loss scaling an overflowing step is skipped, not fatal; this many in a row is.
+MAX_NONFINITE_FP16_STEPS = 10
+LATENCY_WARMUP_MIN = 3
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Outcome:
+    """What the protocol measured, filled in as it goes (a failed run keeps what it got)."""
+
+    epochs_completed: int = 0
+    global_steps: int = 0
+    last_epoch: dict[str, Any] | None = None
+    last_eval: dict[str, Any] | None = None
+    compile: dict[str, Any] | None = None
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    meter: RunMeter = field(default_factory=RunMeter)
+
+
+class Protocol:
+    """Drives one backend through training, evaluation and latency, writing events."""
+
+    def __init__(self, backend: Backend, cfg: RunConfig, batches: Batches, events: EventWriter,
+                 lr_at: Callable[[int, int, int], float], run_start: float) -> None:
+        self.backend, self.cfg, self.batches, self.events = backend, cfg, batches, events
+        self.lr_at = lr_at  # (epoch, step_in_epoch, steps_per_epoch) -> lr
+        self.run_start = run_start
+        self.clock = SyncedClock(backend.sync)
+        self.outcome = Outcome(meter=RunMeter(target_accuracy=cfg.measurement.target_accuracy))
+        self._nonfinite_run = 0
+        self._compile_emitted = False
+
+    # -- training -------------------------------------------------------------------------
+    def train(self) -> Outcome:
+        cfg, out = self.cfg, self.outcome
+        steps = self.batches.steps_per_epoch()
+        resident = None
+        if cfg.measurement.synthetic_compute:
+            x, y = self.batches.synthetic_batch()
+            resident = self.backend.to_device(x, y)
+        for epoch in range(cfg.train.epochs):
+            meter = EpochMeter(epoch=epoch)
+            meter.start = self.clock.now()
+            source = None if resident is not None else self.batches.train(epoch)
+            try:
+                for step in range(steps):
+                    self._step(epoch, step, steps, meter, source, resident)
+            finally:
+                if source is not None:
+                    getattr(source, "close", lambda: None)()  # stops the loader's prefetch thread
+            meter.finish(self.clock.now())
+            out.meter.add_epoch(meter)
+            out.epochs_completed = epoch + 1
+            out.last_epoch = self.events.emit("epoch", **meter.summary())
+            if self._eval_due(epoch):
+                self.evaluate(epoch)
+            self.events.sync()
+        self._emit_compile()  # a run shorter than its warm-up still reports its first step
+        return out
+
+    def _step(self, epoch: int, step: int, steps: int, meter: EpochMeter,
+              source: Iterator[tuple[np.ndarray, np.ndarray]] | None, resident: Any) -> None:
+        out, warmup_steps = self.outcome, self.cfg.measurement.warmup_steps
+        t0 = self.clock.now()
+        if resident is None:
+            assert source is not None
+            x, y = next(source)
+            batch, images = self.backend.to_device(x, y), int(len(y))
+        else:
+            batch, images = resident, self.cfg.train.batch_size
+        t1 = self.clock.now()
+        lr = float(self.lr_at(epoch, step, steps))
+        loss, correct = self.backend.train_step(batch, lr)
+        t2 = self.clock.now()
+        warmup = out.global_steps < warmup_steps
+        # A non-finite loss is written (as null) before the run is declared diverged.
+        self.events.emit("step", epoch=epoch, step=step, global_step=out.global_steps, loss=loss, lr=lr,
+                         batch_size=images, data_time_s=t1 - t0, compute_time_s=t2 - t1, warmup=warmup)
+        self._check_finite(loss, epoch, step)
+        meter.add_step(start=t0, end=t2, images=images, loss=loss, correct=correct,
+                       data_s=t1 - t0, compute_s=t2 - t1, warmup=warmup)
+        if out.global_steps == 0:
+            out.compile = {"time_s": t2 - t1, "warmup_steps": warmup_steps, "warmup_time_s": 0.0,
+                           **self._execution()}
+        if warmup and out.compile is not None:
+            out.compile["warmup_time_s"] += t2 - t0
+        out.global_steps += 1
+        if out.global_steps == max(warmup_steps, 1):
+            self._emit_compile()
+
+    def _emit_compile(self) -> None:
+        if self.outcome.compile is not None and not self._compile_emitted:
+            self._compile_emitted = True
+            self.events.emit("compile", **self.outcome.compile)
+
+    def _execution(self) -> dict[str, Any]:
+        s = self.backend.settings()
+        return {"execution": s.get("execution"), "compiled": self.cfg.train.compile}
+
+    def _check_finite(self, loss: float, epoch: int, step: int) -> None:
+        if math.isfinite(loss):
+            self._nonfinite_run = 0
+            return
+        self._nonfinite_run += 1
+        # Under fp16 the loss scaler skips overflowing steps and backs off; only a streak is fatal.
+        if self.cfg.train.precision != "amp_fp16" or self._nonfinite_run >= MAX_NONFINITE_FP16_STEPS:
+            raise Diverged(f"loss is {loss} at epoch {epoch} step {step}")
+
+    def _eval_due(self, epoch: int) -> bool:
+        every = self.cfg.measurement.eval_every_epochs
+        last = epoch == self.cfg.train.epochs - 1
+        return not self.cfg.measurement.synthetic_compute and ((epoch + 1) % every == 0 or last)
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        t0 = self.clock.now()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in self.batches.test():
+            batch_loss, batch_correct = self.backend.eval_step(self.backend.to_device(x, y))
+            loss_sum, correct, n = loss_sum + batch_loss, correct + batch_correct, n + len(y)
+        t1 = self.clock.now()
+        accuracy = correct / n if n else 0.0
+        event = self.events.emit("eval", epoch=epoch, test_loss=loss_sum / n if n else None,
+                                 test_accuracy=accuracy, images=n, time_s=t1 - t0)
+        self.outcome.last_eval = event
+        hit = self.outcome.meter.check_target(accuracy, epoch, time.perf_counter() - self.run_start)
+        if hit is not None:
+            self.events.emit("target_reached", **hit)
+        return event
+
+    # -- inference latency ----------------------------------------------------------------
+    def latency(self) -> list[dict[str, Any]]:
+        m = self.cfg.measurement
+        warmup = max(m.warmup_steps, LATENCY_WARMUP_MIN)
+        for batch_size in m.latency_batch_sizes:
+            x, y = self.batches.random_batch(batch_size)
+            batch = self.backend.to_device(x, y)
+            for _ in range(warmup):
+                self.backend.predict(batch)
+            times = []
+            for _ in range(m.latency_iterations):
+                t0 = self.clock.now()
+                self.backend.predict(batch)
+                times.append(self.clock.now() - t0)
+            stats = Latency.from_values(times, batch_size).as_dict()
+            self.events.emit("latency", warmup_iterations=warmup, **stats)
+            self.outcome.latency.append(stats)
+        return self.outcome.latency

@@ -1,0 +1,246 @@
+"""One run from start to finish: validate, build, train, measure, and always end the record.
+
+Everything that can be checked without a framework (run.json, model, optimizer, schedule,
+dataset, output folder) is checked first and raises a RunnerError (exit 2, nothing written).
+From the moment `events.jsonl` exists, every outcome ends with a `run_end` event and a
+`result.json`: a failure is a row with a reason, not a crash (exit 3).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from runner.errors import DatasetError, SpecError, UsageError
+from runner.workload.events import EVENTS_FILE, EventWriter, write_json_atomic
+from runner.workload.harness.backend import Backend, ParamCounts
+from runner.workload.harness.batches import Batches
+from runner.workload.harness.config import RunConfig, load_config
+from runner.workload.harness.protocol import Diverged, Outcome, Protocol
+from runner.workload.measure import peak_host_bytes
+
+RESULT_FILE = "result.json"
+RESULT_SCHEMA = 1
+EXIT_OK, EXIT_FAILED = 0, 3
+_MAX_ERROR_CHARS = 500
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (the engine stopping the container, a time limit)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run checked and ready: nothing here has touched a framework."""
+
+    cfg: RunConfig
+    model_cfg: Any
+    optim_cfg: Any
+    schedule_cfg: Any
+    arch: Any
+    dataset: Any
+    batches: Batches
+    out_dir: Path
+
+
+def prepare_run(config_path: Path, data_dir: Path, out_dir: Path) -> Prepared:
+    """Check everything that needs no framework; raise a RunnerError on bad input."""
+    from runner.data.prepared import load_prepared
+    from runner.workload.models import ModelConfig, build_arch
+    from runner.workload.optim import OptimConfig
+    from runner.workload.schedule import ScheduleConfig
+
+    cfg = load_config(config_path)
+    source = str(cfg.path)
+    model_cfg = ModelConfig.from_dict(cfg.model, source=source)
+    optim_cfg = OptimConfig.from_dict(cfg.optimizer, source=source)
+    schedule_cfg = ScheduleConfig.from_dict(cfg.schedule, total_epochs=cfg.train.epochs, source=source)
+    arch = build_arch(model_cfg)
+    # The host verified every file's sha256 before mounting the folder read-only.
+    dataset = load_prepared(data_dir, verify="sizes")
+    batches = Batches(dataset, cfg, model_cfg.input_size)
+    _check_dataset(cfg, model_cfg, dataset, batches.output_side())
+    if batches.steps_per_epoch() < 1:
+        raise SpecError(f"batch size {cfg.train.batch_size} is larger than the {batches.train_size} "
+                        "training images with drop_last", file=cfg.path, field="train.batch_size",
+                        fix="use a smaller batch or drop_last: false")
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise UsageError("output folder does not exist", file=out_dir, fix="create it before the run")
+    for name in (EVENTS_FILE, RESULT_FILE):
+        if (out_dir / name).exists():
+            raise UsageError(f"already holds {name}; results are never overwritten", file=out_dir,
+                             fix="give each run a fresh --out folder")
+    return Prepared(cfg, model_cfg, optim_cfg, schedule_cfg, arch, dataset, batches, out_dir)
+
+
+def _check_dataset(cfg: RunConfig, model_cfg: Any, dataset: Any, side: int) -> None:
+    if cfg.data.name != dataset.name:
+        raise DatasetError(f"holds {dataset.name}, the run expects {cfg.data.name}", file=dataset.path,
+                           fix="mount the prepared folder of the dataset the spec names")
+    if dataset.num_classes != cfg.data.num_classes or model_cfg.num_classes != cfg.data.num_classes:
+        raise DatasetError(f"has {dataset.num_classes} classes; run.json says data.num_classes="
+                           f"{cfg.data.num_classes}, model.num_classes={model_cfg.num_classes}",
+                           file=dataset.path, field="classes")
+    if side != model_cfg.input_size:
+        raise SpecError(f"the model takes {model_cfg.input_size}x{model_cfg.input_size} inputs but the "
+                        f"data pipeline gives {side}x{side}", file=cfg.path, field="model.input_size",
+                        fix=f"add a resize op to {model_cfg.input_size} or change model.input_size")
+
+
+def make_backend(p: Prepared) -> Backend:
+    """The framework's backend, imported only now (the process imports one framework)."""
+    if p.cfg.framework == "pytorch":
+        from runner.workload.harness.torch_harness import TorchBackend
+
+        return TorchBackend(p.cfg, p.optim_cfg)
+    if not p.cfg.on_gpu and "tensorflow" not in sys.modules:
+        # TensorFlow places ops on a visible GPU by itself: hide GPUs from a CPU run (recorded
+        # in run_start's python.env), before TensorFlow is imported.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from runner.workload.harness.tf_harness import TFBackend
+
+    return TFBackend(p.cfg, p.optim_cfg)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception so the run can still write its run_end."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def classify(exc: BaseException, backend: Backend | None) -> str:
+    if isinstance(exc, KeyboardInterrupt | Interrupted):
+        return "interrupted"
+    if isinstance(exc, Diverged):
+        return "diverged"
+    if isinstance(exc, MemoryError) or (backend is not None and backend.is_oom(exc)):
+        return "oom"
+    return "error"
+
+
+def one_line(exc: BaseException) -> str:
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line[:_MAX_ERROR_CHARS]
+
+
+def execute(p: Prepared) -> int:
+    """Run the checked run; returns 0 (ok) or 3 (failed, recorded in the events)."""
+    from runner.workload.models import flops_per_image, init_weights
+    from runner.workload.schedule import lr_at
+
+    t_start = time.perf_counter()
+    cfg = p.cfg
+    backend: Backend | None = None
+    protocol: Protocol | None = None
+    counts: ParamCounts | None = None
+    flops: int | None = None
+    start_info: dict[str, Any] = {}
+    status, reason, error, tb = "ok", None, None, None
+    with EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) as events, sigterm_raises():
+        try:
+            backend = make_backend(p)
+            backend.setup()
+            start_info = backend.info()
+            counts = backend.build(p.arch, init_weights(p.arch, cfg.seed))
+            flops = int(flops_per_image(p.arch))
+            events.emit(
+                "run_start", run_id=cfg.run_id, experiment=cfg.experiment, sweep=cfg.sweep,
+                repeat=cfg.repeat, seed=cfg.seed, variant=cfg.variant, **start_info,
+                python=_python(), settings=backend.settings(),
+                params={"trainable": counts.trainable, "total": counts.total},
+                flops_per_image=flops, config_sha256=cfg.sha256,
+                dataset={"name": p.dataset.name, "content_id": p.dataset.content_id,
+                         "train": p.batches.train_size, "test": int(len(p.dataset.test_y))},
+                steps_per_epoch=p.batches.steps_per_epoch(),
+            )
+            events.sync()
+            base_lr = float(p.optim_cfg.lr)
+
+            def lr(epoch: int, step: int, steps: int) -> float:
+                return lr_at(p.schedule_cfg, base_lr, epoch, step, steps)
+
+            protocol = Protocol(backend, cfg, p.batches, events, lr, t_start)
+            protocol.train()
+            protocol.latency()
+        except BaseException as exc:  # noqa: BLE001 - every outcome must end the record
+            status, reason, error = "failed", classify(exc, backend), one_line(exc)
+            # Where an unexpected error came from; an expected outcome needs no traceback.
+            tb = traceback.format_exc(limit=20) if reason == "error" else None
+            print(f"run failed ({reason}): {error}", file=sys.stderr)
+        # The record is being closed: a second SIGTERM must not tear it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        memory = _memory(backend, events)
+        wall_s = time.perf_counter() - t_start
+        events.emit("run_end", status=status, reason=reason, error=error, wall_s=wall_s,
+                    traceback=tb.splitlines()[-12:] if tb else None)
+        outcome = protocol.outcome if protocol is not None else Outcome()
+        write_json_atomic(p.out_dir / RESULT_FILE, _result(
+            cfg, status, reason, error, wall_s, outcome, counts, flops, memory, start_info,
+            backend.settings() if backend is not None else {}))
+    return EXIT_OK if status == "ok" else EXIT_FAILED
+
+
+def run(config_path: Path, data_dir: Path, out_dir: Path) -> int:
+    return execute(prepare_run(config_path, data_dir, out_dir))
+
+
+def _python() -> dict[str, Any]:
+    from runner.workload.env_info import python_info
+
+    return python_info()
+
+
+def _memory(backend: Backend | None, events: EventWriter) -> dict[str, Any]:
+    device = None
+    if backend is not None:
+        try:
+            device = backend.peak_device_bytes()
+        except Exception:  # noqa: BLE001 - a failed reading must not hide the run's own outcome
+            device = None
+    memory = {"peak_device_bytes": device, "peak_host_bytes": peak_host_bytes()}
+    events.emit("memory", **memory)
+    return memory
+
+
+def _result(cfg: RunConfig, status: str, reason: str | None, error: str | None, wall_s: float,
+            out: Outcome, counts: ParamCounts | None, flops: int | None, memory: dict[str, Any],
+            info: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    epoch, ev, meter = out.last_epoch or {}, out.last_eval or {}, out.meter
+    return {
+        "schema": RESULT_SCHEMA, "run_id": cfg.run_id, "experiment": cfg.experiment, "sweep": cfg.sweep,
+        "framework": cfg.framework, "framework_version": info.get("framework_version"),
+        "variant": cfg.variant, "seed": cfg.seed, "repeat": cfg.repeat, "config_sha256": cfg.sha256,
+        "status": status, "reason": reason, "error": error,
+        "epochs_completed": out.epochs_completed, "global_steps": out.global_steps,
+        "final_train_loss": epoch.get("train_loss"), "final_train_accuracy": epoch.get("train_accuracy"),
+        "final_test_loss": ev.get("test_loss"), "final_test_accuracy": ev.get("test_accuracy"),
+        "final_eval_epoch": ev.get("epoch"),
+        "training_time_s": meter.train_time_s, "wall_s": wall_s,
+        "images_per_s": meter.images_per_s, "timed_images": meter.timed_images,
+        "data_time_s": meter.data_time_s, "compute_time_s": meter.compute_time_s,
+        "compile_time_s": (out.compile or {}).get("time_s"),
+        "warmup_time_s": (out.compile or {}).get("warmup_time_s"),
+        "target_accuracy": cfg.measurement.target_accuracy,
+        "time_to_target_s": (meter.target or {}).get("time_s"), "target": meter.target,
+        "params": None if counts is None else {"trainable": counts.trainable, "total": counts.total},
+        "flops_per_image": flops, "latency": out.latency, "memory": memory, "settings": settings,
+    }

@@ -1,0 +1,177 @@
+"""TensorFlow backend of the training protocol (imports tensorflow; nothing else in the harness does).
+
+Steps always run as `tf.function` graphs (`jit_compile=True` adds XLA when the recipe says
+`compile`). CPU runs hide GPUs from TensorFlow before it is imported (run.make_backend) and
+never call a GPU API; every GPU call sits behind `self.gpu`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from runner.workload.env_info import framework_info
+from runner.workload.harness.backend import ParamCounts
+from runner.workload.harness.config import RunConfig
+
+# Dynamic loss scaling under fp16: the same constants as the PyTorch backend's GradScaler.
+LOSS_SCALE_INIT = 2.0**15
+LOSS_SCALE_GROWTH_INTERVAL = 2000
+
+_POLICIES = {"fp32": "float32", "amp_fp16": "mixed_float16", "amp_bf16": "mixed_bfloat16"}
+
+
+class TFBackend:
+    framework = "tensorflow"
+
+    def __init__(self, cfg: RunConfig, optim_cfg: Any) -> None:
+        self.cfg, self.optim_cfg = cfg, optim_cfg
+        self.gpu = cfg.on_gpu
+        self.device = "/GPU:0" if self.gpu else "/CPU:0"
+        self.fp16 = cfg.train.precision == "amp_fp16"
+        self.model: Any = None
+        self.opt: Any = None
+        self._settings: dict[str, Any] = {}
+
+    # -- environment ----------------------------------------------------------------------
+    def setup(self) -> None:
+        t = self.cfg.train
+        if t.threads is not None:  # must precede the first op (TensorFlow's runtime starts then)
+            tf.config.threading.set_intra_op_parallelism_threads(t.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        if self.gpu:
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                raise RuntimeError("variant cuda, but TensorFlow sees no GPU")
+            for gpu in gpus:  # allocate as needed, so the peak reading means something
+                tf.config.experimental.set_memory_growth(gpu, True)
+            # fp32 means fp32: TensorFloat-32 off in both frameworks (defaults differ between them).
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+        keras.utils.set_random_seed(self.cfg.seed)  # Python, numpy and TensorFlow generators
+        if t.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(_POLICIES[t.precision])
+        self._settings = {
+            "device": self.device, "precision": t.precision, "deterministic": t.deterministic,
+            "execution": "tf.function(jit_compile=True)" if t.compile else "tf.function",
+            "compile": t.compile, "layout": "NHWC", "mixed_precision_policy": _POLICIES[t.precision],
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "loss_scale": {"init": LOSS_SCALE_INIT, "growth_interval": LOSS_SCALE_GROWTH_INTERVAL}
+            if self.fp16 else None,
+        }
+        if self.gpu:
+            self._settings.update(tf32=False, memory_growth=True)
+
+    def info(self) -> dict[str, Any]:
+        return framework_info("tensorflow", probe_gpu=self.gpu)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    # -- model ----------------------------------------------------------------------------
+    def build(self, arch: Any, weights: dict[str, np.ndarray]) -> ParamCounts:
+        from runner.workload.models import tf_impl
+        from runner.workload.optim import tf_optim
+
+        with tf.device(self.device):
+            self.model = tf_impl.build(arch)
+            tf_impl.load_weights(self.model, weights)
+            self.vars = list(self.model.trainable_variables)
+            self.opt = tf_optim.build(self.optim_cfg)
+            self.opt.build(self.vars)  # state exists before tracing (fp16 applies inside tf.cond)
+            self.loss_scale = tf.Variable(LOSS_SCALE_INIT, trainable=False, dtype=tf.float32)
+            self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        jit = self.cfg.train.compile
+        self._train = tf.function(self._train_step, jit_compile=jit, reduce_retracing=True)
+        self._eval = tf.function(self._eval_step, jit_compile=jit, reduce_retracing=True)
+        self._predict = tf.function(self._predict_step, jit_compile=jit, reduce_retracing=True)
+        trainable, total = tf_impl.count_params(self.model)
+        return ParamCounts(trainable=trainable, total=total)
+
+    def _loss(self, logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-example cross-entropy with label smoothing, PyTorch's formula:
+        (1 - e) * nll + e * mean_k(-log p_k)."""
+        logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        nll = -tf.gather(logp, y, axis=1, batch_dims=1)
+        e = self.cfg.train.label_smoothing
+        if e == 0.0:
+            return nll
+        return (1.0 - e) * nll - e * tf.reduce_mean(logp, axis=-1)
+
+    @staticmethod
+    def _correct(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.int32))
+
+    # -- steps (traced) -------------------------------------------------------------------
+    def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss = tf.reduce_mean(self._loss(logits, y))
+            objective = loss * self.loss_scale if self.fp16 else loss
+        grads = tape.gradient(objective, self.vars)
+        if self.fp16:
+            self._apply_scaled(grads)
+        else:
+            self.opt.apply(grads, self.vars)
+        return loss, self._correct(logits, y)
+
+    def _apply_scaled(self, grads: list[tf.Tensor]) -> None:
+        """Dynamic loss scaling as torch.amp.GradScaler does it: unscale; if every gradient is
+        finite apply and count, doubling the scale after GROWTH_INTERVAL good steps; else skip
+        the update and halve the scale."""
+        inv = 1.0 / self.loss_scale
+        grads = [tf.cast(g, tf.float32) * inv for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def apply() -> tf.Tensor:
+            self.opt.apply(grads, self.vars)
+            grown = self.good_steps + 1 >= LOSS_SCALE_GROWTH_INTERVAL
+            self.loss_scale.assign(tf.where(grown, self.loss_scale * 2.0, self.loss_scale))
+            self.good_steps.assign(tf.where(grown, tf.constant(0, tf.int64), self.good_steps + 1))
+            return tf.constant(True)
+
+        def skip() -> tf.Tensor:
+            self.loss_scale.assign(self.loss_scale * 0.5)
+            self.good_steps.assign(0)
+            return tf.constant(False)
+
+        tf.cond(finite, apply, skip)
+
+    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logits = self.model(x, training=False)
+        return tf.reduce_sum(self._loss(logits, y)), self._correct(logits, y)
+
+    def _predict_step(self, x: tf.Tensor) -> tf.Tensor:
+        return self.model(x, training=False)
+
+    # -- protocol interface ---------------------------------------------------------------
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.device(self.device):  # tf.identity forces the host->device copy now
+            return tf.identity(tf.convert_to_tensor(x)), tf.identity(tf.convert_to_tensor(y))
+
+    def train_step(self, batch: tuple[tf.Tensor, tf.Tensor], lr: float) -> tuple[float, int]:
+        self.opt.set_lr(lr)
+        loss, correct = self._train(*batch)
+        return float(loss.numpy()), int(correct.numpy())  # .numpy() waits for the device
+
+    def eval_step(self, batch: tuple[tf.Tensor, tf.Tensor]) -> tuple[float, int]:
+        loss, correct = self._eval(*batch)
+        return float(loss.numpy()), int(correct.numpy())
+
+    def predict(self, batch: tuple[tf.Tensor, tf.Tensor]) -> None:
+        self._predict(batch[0])
+
+    def sync(self) -> None:
+        if self.gpu:
+            tf.test.experimental.sync_devices()
+
+    def peak_device_bytes(self) -> int | None:
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]) if self.gpu else None
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, tf.errors.ResourceExhaustedError)

@@ -1,0 +1,171 @@
+"""PyTorch backend of the training protocol (imports torch; nothing else in the harness does).
+
+CPU runs never call a CUDA API: every torch.cuda use sits behind `self.cuda`, which is true only
+for variant "cuda".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from runner.workload.env_info import framework_info
+from runner.workload.harness.backend import ParamCounts
+from runner.workload.harness.config import RunConfig
+
+# Dynamic loss scaling under fp16, the same constants in every framework (docs/workload.md).
+LOSS_SCALE_INIT = 2.0**15
+LOSS_SCALE_GROWTH_INTERVAL = 2000
+
+_AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
+
+
+class TorchBackend:
+    framework = "pytorch"
+
+    def __init__(self, cfg: RunConfig, optim_cfg: Any) -> None:
+        self.cfg, self.optim_cfg = cfg, optim_cfg
+        self.cuda = cfg.on_gpu
+        self.device = torch.device("cuda:0" if self.cuda else "cpu")
+        self.amp_dtype = _AMP_DTYPES.get(cfg.train.precision)
+        self.model: Any = None
+        self.step_model: Any = None  # the compiled module, or the model itself
+        self.opt: Any = None
+        self.scaler: Any = None
+        self._settings: dict[str, Any] = {}
+
+    # -- environment ----------------------------------------------------------------------
+    def setup(self) -> None:
+        t = self.cfg.train
+        if t.threads is not None:
+            torch.set_num_threads(t.threads)
+            try:  # settable once, before any inter-op work started in this process
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                pass
+        if self.cuda:
+            if not torch.cuda.is_available():
+                raise RuntimeError("variant cuda, but PyTorch sees no CUDA device")
+            if t.deterministic:  # cuBLAS needs this before its first handle is created
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.deterministic = t.deterministic
+            torch.backends.cudnn.benchmark = not t.deterministic
+            # fp32 means fp32: TensorFloat-32 off in both frameworks (defaults differ between them).
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        torch.use_deterministic_algorithms(t.deterministic)
+        random.seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed)
+        self._settings = {
+            "device": str(self.device), "precision": t.precision, "deterministic": t.deterministic,
+            "execution": "torch.compile(inductor)" if t.compile else "eager",
+            "compile": t.compile, "layout": "NCHW",
+            "intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
+            "loss_scale": {"init": LOSS_SCALE_INIT, "growth_interval": LOSS_SCALE_GROWTH_INTERVAL}
+            if t.precision == "amp_fp16" else None,
+        }
+        if self.cuda:
+            self._settings.update(cudnn_benchmark=not t.deterministic, tf32=False)
+
+    def info(self) -> dict[str, Any]:
+        return framework_info("pytorch", probe_gpu=self.cuda)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    # -- model ----------------------------------------------------------------------------
+    def build(self, arch: Any, weights: dict[str, np.ndarray]) -> ParamCounts:
+        from runner.workload.models import torch_impl
+        from runner.workload.optim import torch_optim
+
+        model = torch_impl.build(arch)
+        torch_impl.load_weights(model, weights)
+        model.to(self.device)
+        # Frozen layers (arch.frozen) have requires_grad=False from the builder; their BatchNorm
+        # still updates running statistics in training mode, exactly as tf_impl's does.
+        model.train()
+        self.model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch_optim.build(params, self.optim_cfg)
+        if self.amp_dtype is torch.float16:
+            self.scaler = torch.amp.GradScaler(
+                self.device.type, init_scale=LOSS_SCALE_INIT, growth_factor=2.0, backoff_factor=0.5,
+                growth_interval=LOSS_SCALE_GROWTH_INTERVAL)
+        self.step_model = torch.compile(model) if self.cfg.train.compile else model
+        trainable, total = torch_impl.count_params(model)
+        return ParamCounts(trainable=trainable, total=total)
+
+    def _train_mode(self, training: bool) -> None:
+        if self.model.training != training:
+            self.model.train(training)
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing,
+                               reduction=reduction)
+
+    # -- steps ----------------------------------------------------------------------------
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
+        yt = torch.from_numpy(np.ascontiguousarray(y))
+        if self.cuda:
+            xt = xt.pin_memory().to(self.device, non_blocking=True)
+            yt = yt.pin_memory().to(self.device, non_blocking=True)
+        return xt, yt
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], lr: float) -> tuple[float, int]:
+        from runner.workload.optim import torch_optim
+
+        x, y = batch
+        self._train_mode(True)
+        torch_optim.set_lr(self.opt, lr)
+        self.opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = self.step_model(x)
+            loss = self._loss(logits, y, "mean")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        correct = (logits.detach().argmax(1) == y).sum()
+        return float(loss.item()), int(correct.item())  # .item() waits for the device
+
+    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
+        x, y = batch
+        self._train_mode(False)
+        with torch.inference_mode(), self._autocast():
+            logits = self.step_model(x)
+            loss = self._loss(logits, y, "sum")
+            correct = (logits.argmax(1) == y).sum()
+        return float(loss.item()), int(correct.item())
+
+    def predict(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self._train_mode(False)
+        with torch.inference_mode(), self._autocast():
+            self.step_model(batch[0])
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def peak_device_bytes(self) -> int | None:
+        return int(torch.cuda.max_memory_allocated(self.device)) if self.cuda else None
+
+    def is_oom(self, exc: BaseException) -> bool:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+        text = str(exc)
+        return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
