@@ -64,15 +64,14 @@ def load_checked_lock(entry: CatalogEntry) -> Lockfile:
 
 
 def stream_build(client: docker.DockerClient, what: str, context: Path, *, buildargs: dict[str, str],
-                 network_mode: str | None, platform: str, labels: dict[str, str] | None = None,
-                 nocache: bool = False, log: Log = _quiet) -> str:
+                 network_mode: str | None, platform: str, nocache: bool = False, log: Log = _quiet) -> str:
     """Run one classic-builder build, streaming its output to `log`; returns the image id."""
     image_id = None
     recent: deque[str] = deque(maxlen=3)
     with api_errors(f"building {what}", fix="check `runner doctor`; the build output above says more"):
         stream = client.api.build(
             path=str(context), dockerfile="Dockerfile", buildargs=buildargs, network_mode=network_mode,
-            labels=labels, platform=platform, rm=True, forcerm=True, pull=False, nocache=nocache,
+            platform=platform, rm=True, forcerm=True, pull=False, nocache=nocache,
             decode=True, timeout=BUILD_TIMEOUT_S,
         )
         for chunk in stream:

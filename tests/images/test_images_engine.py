@@ -47,7 +47,7 @@ def test_fresh_images_verify_and_carry_their_labels(client, cpu_images):
     for name, image_id in cpu_images.items():
         report = verify_image(client, catalog.get(name))
         assert report.ok, [c for c in report.checks if not c.ok]
-        assert report.image_id == image_id
+        assert report.image_id == client.images.get(catalog.get(name).tag).id
         assert {c.name for c in report.checks} >= {"pip freeze", "debian packages", "platform",
                                                    "label io.runner.lock_sha256", "label io.runner.catalog_entry"}
         fp = image_fingerprint(client, image_id)
@@ -68,6 +68,17 @@ def test_no_wheelhouse_apt_lists_or_certificates_in_the_image(client, cpu_images
         assert result.exit_code == 0, result.stderr
 
 
+def test_build_command_streams_and_ends_with_the_image_id(client, cpu_images, local_base, cli):
+    """An unchanged rebuild through the CLI: layers from the cache, the new id tagged (the id itself
+    changes when the checkout's commit, a label, moved since the fixture's build)."""
+    result = cli("images", "build", "pytorch-cpu", "--base", local_base)
+    assert result.code == 0, result.err
+    assert "Using cache" in result.err  # the build output streamed (to stderr)
+    last = result.out.strip().splitlines()[-1]
+    assert last.startswith("built pytorch-cpu: sha256:") and last.endswith("(runner/pytorch-cpu:2.13.0)")
+    assert client.images.get("runner/pytorch-cpu:2.13.0").id == last.split()[2]
+
+
 def test_build_steps_run_without_network(client, tmp_path):
     """network_mode="none" as the framework layer is built: a connection attempt fails inside the build."""
     (tmp_path / "Dockerfile").write_text(
@@ -81,8 +92,9 @@ def test_build_steps_run_without_network(client, tmp_path):
 
 def test_ensure_image_reuses_or_refuses(client, cpu_images):
     catalog = load_catalog()
-    assert ensure_image(client, catalog.get("pytorch-cpu"), "missing") == cpu_images["pytorch-cpu"]
-    assert ensure_image(client, catalog.get("pytorch-cpu"), "never") == cpu_images["pytorch-cpu"]
+    tagged = client.images.get("runner/pytorch-cpu:2.13.0").id
+    assert ensure_image(client, catalog.get("pytorch-cpu"), "missing") == tagged  # no build: the same image
+    assert ensure_image(client, catalog.get("pytorch-cpu"), "never") == tagged
     with pytest.raises(ImageError, match="is missing") as err:
         ensure_image(client, catalog.get("pytorch-cuda"), "never")
     assert "runner images build pytorch-cuda" in err.value.fix
@@ -108,6 +120,7 @@ def test_verify_catches_a_tag_moved_to_another_image(client, cpu_images):
     catalog = load_catalog()
     entry = catalog.get("pytorch-cpu")
     repository, _, tag = entry.tag.rpartition(":")
+    original = client.images.get(entry.tag).id
     client.api.tag(cpu_images["tensorflow-cpu"], repository, tag, force=True)
     try:
         report = verify_image(client, entry)
@@ -119,7 +132,7 @@ def test_verify_catches_a_tag_moved_to_another_image(client, cpu_images):
         with pytest.raises(ImageError, match="is stale"):
             ensure_image(client, entry, "never")
     finally:
-        client.api.tag(cpu_images["pytorch-cpu"], repository, tag, force=True)
+        client.api.tag(original, repository, tag, force=True)
     assert verify_image(client, entry).ok
 
 
@@ -205,3 +218,21 @@ def image_state_tag(client, ref):
         return client.images.get(ref).id
     except docker.errors.ImageNotFound:
         return None
+
+
+@pytest.mark.slow
+def test_lock_command_resolves_through_the_host(client, local_base, tmp_path, cli):
+    """`runner images lock` end to end (apt in the base, the host's pip): the exact pins come out the same."""
+    from runner.images.lockfile import read_lockfile
+
+    catalog_path = copy_images_dir(tmp_path)
+    committed = read_lockfile(load_catalog().get("pytorch-cpu").lockfile)
+    result = cli("images", "lock", "pytorch-cpu", "--base", local_base, "--catalog", catalog_path)
+    assert result.code == 0, result.err
+    entry = load_catalog(catalog_path).get("pytorch-cpu")
+    fresh = read_lockfile(entry.lockfile, entry.name)
+    assert fresh.inputs_sha256 == entry.lock_inputs_sha256()
+    torch = {p.name: p for p in fresh.pip}["torch"]
+    assert (torch.version, torch.sha256) == ("2.13.0+cpu", {p.name: p for p in committed.pip}["torch"].sha256)
+    assert {"pip", "numpy", "torch"} <= set(fresh.pip_versions())
+    assert fresh.debian_versions()["python3"].startswith("3.11.")

@@ -30,9 +30,11 @@ def test_every_buildable_entry_has_a_current_complete_lockfile():
             assert lock.debian_versions()[entry.package_name].startswith(entry.framework_version)
 
 
-def test_repository_lockfiles_are_valid_for_pip_itself(tmp_path):
+@pytest.mark.parametrize("name", ["pytorch-cpu", "pytorch-cuda", "pytorch-ppc64le", "tensorflow-cpu",
+                                  "tensorflow-cuda"])
+def test_repository_lockfiles_are_valid_for_pip_itself(tmp_path, name):
     """pip's own parser accepts the lockfile in --require-hashes mode (nothing is installed)."""
-    lock = load_catalog().get("pytorch-cpu").lockfile
+    lock = load_catalog().get(name).lockfile
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--require-hashes",
                            "--find-links", str(tmp_path), "-r", str(lock)], capture_output=True, text=True)
     # pip gets as far as looking for the first wheel: the file parsed, hashes and all

@@ -57,3 +57,16 @@ def test_a_few_training_steps_under_emulation(client, ppc_image):
     machine, version, first, last = result.stdout.split()[-4:]
     assert (machine, version) == ("ppc64le", "1.13.1")
     assert float(last) < float(first)
+
+
+def test_no_certificate_of_the_build_machine(client, ppc_image):
+    """Debian's ca-certificates comes in as a dependency of python3-torch; the host's own CAs must not."""
+    from pathlib import Path
+
+    _, image_id = ppc_image
+    host_cas = ["".join(p.read_text().split("-----")[2].split()) for p in
+                Path("/usr/local/share/ca-certificates").glob("*.crt")]
+    bundle = run_command(client, image_id, ["sh", "-c", "cat /etc/ssl/certs/*.crt /etc/ssl/certs/*.pem 2>/dev/null; "
+                                                        "ls -A /usr/local/share/ca-certificates 2>/dev/null"])
+    flat = "".join(bundle.stdout.split())
+    assert not any(ca and ca in flat for ca in host_cas)
