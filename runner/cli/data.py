@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from runner.cli.options import DEFAULT_DATA_ROOT
 from runner.errors import CheckFailed, DatasetError, UsageError
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def _prepared_lines(p: PreparedDataset) -> list[str]:
 @app.command()
 def fetch(
     name: Annotated[DatasetName, typer.Argument(help="Dataset to download.")],
-    dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")] = Path("datasets"),
+    dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")] = DEFAULT_DATA_ROOT,
     url: Annotated[str | None, typer.Option("--url", help="Download from this URL (a mirror) instead.")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 (with --url; default: the "
                                                                "official md5).")] = None,

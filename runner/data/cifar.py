@@ -159,14 +159,17 @@ class CifarReader:
 
     # -- verification --------------------------------------------------------------------------
     def _load_verified(self) -> tuple[SourceRecord, dict[str, bytes]]:
-        if self.path.is_dir() and not self.path.is_symlink():
-            return self._verified_folder()
-        if self.path.is_file():
-            return self._verified_archive()
+        # The path given may itself be a link (datasets/ pointing at a shared disk); nothing
+        # inside the dataset may be.
+        real = self.path.resolve()
+        if real.is_dir():
+            return self._verified_folder(real)
+        if real.is_file():
+            return self._verified_archive(real)
         raise DatasetError("does not exist", file=self.path)
 
-    def _verified_archive(self) -> tuple[SourceRecord, dict[str, bytes]]:
-        layout, path = self.layout, self.path
+    def _verified_archive(self, path: Path) -> tuple[SourceRecord, dict[str, bytes]]:
+        layout = self.layout
         data = read_regular_file(path)
         md5, sha = md5_bytes(data), sha256_bytes(data)
         if md5 == layout.archive_md5:
@@ -190,8 +193,8 @@ class CifarReader:
                               files=files)
         return record, members
 
-    def _verified_folder(self) -> tuple[SourceRecord, dict[str, bytes]]:
-        layout, folder = self.layout, self.path
+    def _verified_folder(self, folder: Path) -> tuple[SourceRecord, dict[str, bytes]]:
+        layout = self.layout
         members: dict[str, bytes] = {}
         if (folder / MANIFEST_NAME).exists():
             manifest, root = verify_folder_manifest(folder)

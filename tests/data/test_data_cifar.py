@@ -289,3 +289,10 @@ def test_official_data_must_have_the_official_counts(synth10):
     with pytest.raises(DatasetError) as exc:
         CifarReader(layout, synth10.archive).read()
     _one_line(exc, "60 train / 20 test images, expected 50000 / 10000")
+
+
+def test_the_path_given_may_be_a_link_but_nothing_inside(synth10, tmp_path):
+    (tmp_path / "archive-link.tar.gz").symlink_to(synth10.archive)
+    (tmp_path / "folder-link").symlink_to(synth10.folder, target_is_directory=True)
+    assert CifarReader(CIFAR10, tmp_path / "archive-link.tar.gz").read().source.verified_by == "checksum-file"
+    assert open_source(tmp_path / "folder-link").read().source.root_sha256 == synth10.manifest_root

@@ -63,17 +63,17 @@ def test_manifest_write_then_verify_a_folder(synth10):
 def test_fetch_from_a_local_mirror(synth10_master, tmp_path):
     import hashlib
 
-    from tests.data.test_data_fetch import _Server
+    from tests.data.range_server import RangeServer
 
-    server = _Server(synth10_master.archive.read_bytes())
+    server = RangeServer(synth10_master.archive.read_bytes())
     try:
         sha = hashlib.sha256(server.payload).hexdigest()
-        r = runner.invoke(app, ["fetch", "cifar10", "--dest", str(tmp_path), "--url", server.url, "--sha256", sha,
-                                "--quiet"])
+        r = runner.invoke(app, ["fetch", "cifar10", "--dest", str(tmp_path), "--url", server.url, "--sha256", sha])
     finally:
         server.close()
     assert r.exit_code == 0, r.output
     assert (tmp_path / "cifar-10-python.tar.gz").read_bytes() == server.payload
+    assert "checksum verified" in r.output  # after the (rich) progress bar
 
 
 @pytest.mark.parametrize("args,code,needle", [
