@@ -94,10 +94,12 @@ def diff(
     else:
         console.print("provenance: no differences recorded")
     changed = [d for d in deltas if d.a != d.b]
-    if changed:
-        console.print(deltas_table(changed, f"metrics: {len(changed)} value(s) differ between matching runs"))
+    runs = len({d.run_a for d in deltas})
+    if not runs:
+        console.print("metrics: no run of A matches a run of B (by id, or by framework, sweep, params and repeat)")
+    elif changed:
+        console.print(deltas_table(changed, f"metrics: {len(changed)} value(s) differ between {runs} matching runs"))
     else:
-        runs = len({d.run_a for d in deltas})
         console.print(f"metrics: identical for all {runs} matching run(s)")
 
 

@@ -175,3 +175,9 @@ def test_bad_bundles_are_refused_with_one_line(bundle, tmp_path, cli):
     out = cli("report", truncated, "--out", tmp_path / "never")
     assert out.code == 2 and "runs.parquet" in out.err
     assert not (tmp_path / "never").exists()
+    escaping = shutil.copytree(bundle, tmp_path / "escaping")
+    m = json.loads((escaping / "manifest.json").read_text())
+    m["tables"]["epochs"]["path"] = "../truncated/tables/epochs.parquet"
+    (escaping / "manifest.json").write_text(json.dumps(m))
+    out = cli("compare", escaping)
+    assert out.code == 2 and "unsafe path" in out.err
