@@ -11,8 +11,10 @@ the bundle), with the same word boundaries the redaction uses:
   `<redacted>`;
 - a bundle written with --no-redact (its manifest says `"redacted": false`).
 
-Every listed file is scanned: text as bytes, Parquet tables through their string columns.
-The first leak found is refused with one line naming the file; the secret itself is never printed.
+Every listed file is scanned: text as bytes, Parquet tables through their string columns. The
+workload source under `code/` (the project's own files, copied as they are) is checked for
+secrets only: a short host name such as `vm` is an ordinary word in source code. The first
+leak found is refused with one line naming the file; the secret itself is never printed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from runner.errors import CheckFailed
 from runner.fingerprint.redact import GENERIC_USERS, REDACTED, Redaction, secret_key
 
 CHUNK = 4 << 20
+CODE_DIR = "code/"
 _URL_CREDENTIALS = rb"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@\"'<>]+:[^/\s@\"'<>]+@"
 
 
@@ -38,11 +41,13 @@ class Leak:
     what: str  # never the secret itself
 
 
-def _patterns(redaction: Redaction) -> list[tuple[re.Pattern[bytes], str]]:
+def _patterns(redaction: Redaction, identities: bool = True) -> list[tuple[re.Pattern[bytes], str]]:
     pats: list[tuple[re.Pattern[bytes], str]] = [(re.compile(_URL_CREDENTIALS), "credentials in a URL")]
     for secret in sorted(set(redaction.secrets), key=len, reverse=True):
         for form in dict.fromkeys((secret, json.dumps(secret)[1:-1])):
             pats.append((re.compile(re.escape(form.encode())), "the value of a secret-looking environment variable"))
+    if not identities:
+        return pats
     for kind, names in (("host name", redaction.hostnames), ("user name", redaction.usernames)):
         for name in names:
             if name and name not in GENERIC_USERS:
@@ -100,9 +105,10 @@ def _parquet_strings(path: Path) -> Iterable[bytes]:
 
 def find_leak(root: Path, rels: Iterable[str], redaction: Redaction) -> Leak | None:
     """The first leak in the bundle files `rels` (relative to `root`), or None."""
-    patterns = _patterns(redaction)
+    everything, secrets_only = _patterns(redaction), _patterns(redaction, identities=False)
     for rel in rels:
         path = root / rel
+        patterns = secrets_only if rel.startswith(CODE_DIR) else everything
         if rel.endswith(".parquet"):
             for text in _parquet_strings(path):
                 for pattern, what in patterns:

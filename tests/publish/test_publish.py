@@ -167,6 +167,16 @@ def test_an_unredacted_bundle_is_refused(tmp_path):
     assert "manifest.json" in info.value.describe()
 
 
+def test_code_is_checked_for_secrets_but_not_for_short_host_names(tmp_path):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "a.py").write_text("# runs in a vm or on build-node-7\n")
+    assert find_leak(tmp_path, ["code/a.py"], CLEAN) is None
+    (tmp_path / "code" / "b.py").write_text(f"TOKEN = '{SECRET}'\n")
+    assert find_leak(tmp_path, ["code/a.py", "code/b.py"], CLEAN).path == "code/b.py"
+    (tmp_path / "notes.txt").write_text("ran on build-node-7\n")
+    assert find_leak(tmp_path, ["notes.txt"], CLEAN).what == "this machine's host name"
+
+
 def test_secret_keys_in_json_are_leaks(tmp_path):
     (tmp_path / "env.json").write_text(json.dumps({"outer": {"api_token": "abc123"}}))
     (tmp_path / "fine.json").write_text(json.dumps({"api_token": "<redacted>", "keyboard": "us"}))
