@@ -34,6 +34,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("other", "everything else recorded"),
 )
 RANK = {name: i + 1 for i, (name, _) in enumerate(GROUPS)}
+RUNS_ONLY = ["runs"]  # the diff needs no steps or telemetry: a path is read with the runs table only
 
 ABSENT = "(absent)"
 _GPU_CLOCK_KEYS = ("max_clocks_mhz", "application_clocks_mhz", "power_limit_w", "default_power_limit_w",
@@ -228,8 +229,8 @@ def _spec(a: BundleFacts, b: BundleFacts) -> list[DiffItem]:
 
 def provenance_diff(a: Bundle | BundleFacts | str | Path, b: Bundle | BundleFacts | str | Path) -> list[DiffItem]:
     """Every recorded difference between two bundles, most result-moving group first."""
-    fa = a if isinstance(a, BundleFacts) else load_facts(a)
-    fb = b if isinstance(b, BundleFacts) else load_facts(b)
+    fa = a if isinstance(a, BundleFacts) else load_facts(a, RUNS_ONLY)
+    fb = b if isinstance(b, BundleFacts) else load_facts(b, RUNS_ONLY)
     items: list[DiffItem] = []
     pa_, pb_ = _per_framework(fa), _per_framework(fb)
     items += _compare("image", pa_["image"], pb_["image"])
@@ -261,8 +262,8 @@ DELTA_METRICS = (
 def metric_deltas(a: Bundle | BundleFacts | str | Path, b: Bundle | BundleFacts | str | Path,
                   metrics: tuple[str, ...] = DELTA_METRICS) -> list[MetricDelta]:
     """For each matching run, each metric: A's value, B's, and the difference (numbers only)."""
-    fa = a if isinstance(a, BundleFacts) else load_facts(a)
-    fb = b if isinstance(b, BundleFacts) else load_facts(b)
+    fa = a if isinstance(a, BundleFacts) else load_facts(a, RUNS_ONLY)
+    fb = b if isinstance(b, BundleFacts) else load_facts(b, RUNS_ONLY)
     out = []
     for pair in match_runs(fa.runs, fb.runs).pairs:
         for metric in metrics:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,14 @@ class BundleFacts:
                 out[data["framework"]] = data | {"_record": name}
         return out
 
+    @cached_property
+    def listed(self) -> frozenset[str]:
+        return frozenset(f.get("path") for f in self.manifest["files"])
+
     def run_config(self, run_id: str) -> dict[str, Any] | None:
         """The run.json the workload read, or None when the run has none (it never started)."""
         rel = f"runs/{run_id}/run.json"
-        if not any(f.get("path") == rel for f in self.manifest["files"]):
+        if rel not in self.listed:
             return None
         return _load_json(self.bundle.file(rel))
 
@@ -68,16 +73,17 @@ def as_bundle(bundle: Bundle | str | Path, tables: list[str] | None = None) -> B
     return bundle if isinstance(bundle, Bundle) else read_bundle(bundle, tables=tables)
 
 
-def load_facts(bundle: Bundle | str | Path) -> BundleFacts:
-    """Facts of a bundle (a path is read with every table)."""
-    b = as_bundle(bundle)
+def load_facts(bundle: Bundle | str | Path, tables: list[str] | None = None) -> BundleFacts:
+    """Facts of a bundle; a path is read with the `tables` named (default: every table)."""
+    b = as_bundle(bundle, tables)
     runs = b.runs.to_pylist()
     environment = {}
+    listed = {f.get("path") for f in b.manifest["files"]}
     for name in (b.manifest.get("fingerprint") or {}).get("environment") or []:
         if not isinstance(name, str):
             continue
         rel = f"environment/{name}.json"
-        if any(f.get("path") == rel for f in b.manifest["files"]):
+        if rel in listed:
             environment[name] = _load_json(b.file(rel))
     return BundleFacts(b, runs, environment)
 

@@ -24,6 +24,7 @@ from runner.audit.tolerances import TOLERANCES, Tolerance, deterministic_cpu
 from runner.bundle.reader import Bundle
 
 PASS, MISS, MISSING, SKIP = "pass", "miss", "missing", "skip"
+NEEDED = ["runs", "steps", "latency"]  # tables read when given paths (telemetry is not judged)
 
 # Checked for every matched run, in this order (latency per batch size and the step losses follow).
 RUN_METRICS = ("status", "epochs_completed", "params_trainable", "final_test_accuracy", "best_test_accuracy",
@@ -204,9 +205,13 @@ def _latency(bundle: Bundle) -> dict[str, dict[int, float]]:
 
 def compare_runs(original: Bundle | BundleFacts | str | Path, new: Bundle | BundleFacts | str | Path,
                  with_provenance: bool = True) -> ReproductionReport:
-    """Judge `new` as a reproduction of `original`; see the module docstring."""
-    fo = original if isinstance(original, BundleFacts) else load_facts(original)
-    fn = new if isinstance(new, BundleFacts) else load_facts(new)
+    """Judge `new` as a reproduction of `original`; see the module docstring.
+
+    Give paths (or Bundles read with the runs, steps and latency tables: a Bundle without its
+    steps table cannot have its per-step losses compared, and those checks are skipped).
+    """
+    fo = original if isinstance(original, BundleFacts) else load_facts(original, NEEDED)
+    fn = new if isinstance(new, BundleFacts) else load_facts(new, NEEDED)
     report = ReproductionReport(fo.bundle.path, fn.bundle.path)
     matching = match_runs(fo.runs, fn.runs)
     report.unmatched = [r["run_id"] for r in matching.only_a if r.get("status") == "ok"]

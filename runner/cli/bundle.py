@@ -75,7 +75,7 @@ def diff(
     from runner.publish.archive import bundle_folder
 
     with bundle_folder(a) as fa_path, bundle_folder(b) as fb_path:
-        fa, fb = load_facts(fa_path), load_facts(fb_path)
+        fa, fb = load_facts(fa_path, ["runs"]), load_facts(fb_path, ["runs"])
         items = provenance_diff(fa, fb)
         deltas = metric_deltas(fa, fb)
     if as_json:
