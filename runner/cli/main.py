@@ -45,14 +45,17 @@ def _root(
 
 def _register() -> None:
     """The explicit command registry: every command and sub-app, by name."""
-    from runner.cli import commands, reproduce
+    from runner.cli import commands, report, reproduce
 
     app.command("reproduce")(reproduce.reproduce)
     app.command("run")(reproduce.run)
     app.command("plan")(commands.plan)
     app.command("doctor")(commands.doctor)
     app.command("models")(commands.models)
-    for name, module in (("data", "runner.cli.data"), ("images", "runner.cli.images")):
+    app.command("compare")(report.compare)
+    app.command("report")(report.report)
+    app.command("keygen")(report.keygen)
+    for name, module in (("data", "runner.cli.data"), ("images", "runner.cli.images"), ("bundle", "runner.cli.bundle")):
         try:
             sub = __import__(module, fromlist=["app"]).app
         except ModuleNotFoundError as e:  # pragma: no cover - only while a sub-app is being built

@@ -106,7 +106,7 @@ class Redaction:
         if self.enabled:
             for home in sorted(set(self.homes), key=len, reverse=True):
                 label = self.label("home", home)
-                pats.append((re.compile(re.escape(home) + r"(?![\w.-])"), label))
+                pats.append((re.compile(r"(?<![\w.-])" + re.escape(home) + r"(?![\w.-])"), label))
                 needles.append(home)
             for kind, names in (("host", self.hostnames), ("user", self.usernames)):
                 for name in sorted(set(names), key=len, reverse=True):
