@@ -186,7 +186,10 @@ def assert_same_step(w0, a: dict, b: dict, label: str, bound: dict | float) -> N
         np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=f"{label}: {k}")
 
 
-@pytest.mark.parametrize("key", list(STEP_CASES))
+SLOW = {"resnet50", "vgg16"}  # 20-30 s of CPU each (float64, 15-24M parameters, three optimizers)
+
+
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in STEP_CASES])
 def test_one_step_equal_in_float64(key, torch_mod, tf_mod):
     n, labels = STEP_CASES[key]
     arch = build_arch(ModelConfig.from_dict(STEP_CONFIGS[key]))

@@ -170,11 +170,14 @@ class Network(keras.Model):
 
     def __init__(self, arch: Arch, dtype: str = "float32", weights: dict[str, np.ndarray] | None = None) -> None:
         c, h, w = arch.input_shape
-        inputs = keras.Input((h, w, c), dtype=dtype, name="images")
+        mixed = dtype.startswith("mixed_")  # a Keras mixed-precision policy: float32 in, float32 logits
+        inputs = keras.Input((h, w, c), dtype="float32" if mixed else dtype, name="images")
         builder = _Builder(arch, dtype, weights)
         x = inputs
         for layer in arch.layers:
             x = builder.apply(layer, x, layer.name)
+        if mixed:
+            x = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(x)
         super().__init__(inputs=inputs, outputs=x, name=arch.name)
         object.__setattr__(self, "arch", arch)  # plain attribute, not tracked as Keras state
         for spec in param_specs(arch):
@@ -184,6 +187,9 @@ class Network(keras.Model):
 
 def build(arch: Arch, dtype: str = "float32", weights: dict[str, np.ndarray] | None = None) -> Network:
     """A Keras functional model (float32 unless `dtype`; float64 serves exact parity tests).
+
+    `dtype` may also be a Keras mixed-precision policy ("mixed_float16", "mixed_bfloat16"):
+    variables and BatchNorm statistics stay float32, inputs and logits are float32.
 
     With `weights` (canonical), variables are created at those values (the same as `build` then
     `load_weights`, without drawing Keras' random initial values first); without, they hold
