@@ -91,8 +91,12 @@ class BundleWriter:
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | Path, plan: Plan, spec_text: str, redaction: Redaction, *,
-               now: datetime | None = None, fsync: bool = True) -> BundleWriter:
-        """Start `<root>/<experiment>/<time>-<hash>.partial/` with the spec, code and host variables."""
+               now: datetime | None = None, fsync: bool = True, code_root: Path | None = None) -> BundleWriter:
+        """Start `<root>/<experiment>/<time>-<hash>.partial/` with the spec, code and host variables.
+
+        code_root: where the workload code comes from (a bundle's `code/` when rerunning it);
+        default: this runner installation.
+        """
         name = bundle_name(plan.spec_hash, now)
         folder = Path(root) / plan.experiment.name
         final, partial = folder / name, folder / (name + PARTIAL_SUFFIX)
@@ -117,7 +121,7 @@ class BundleWriter:
         writer = cls(partial, state, redaction, fsync)
         writer._lock()
         writer._write("spec.yaml", redaction.text(spec_text).encode())
-        writer._copy_code()
+        writer._copy_code(code_root)
         writer.add_environment("variables", recorded_environment(redaction))
         writer._save_state()
         return writer
@@ -303,14 +307,18 @@ class BundleWriter:
             parts.append(scrub(log.torn))  # kept, unterminated, as evidence of how the run ended
         return self._write(rel, parts)
 
-    def _copy_code(self) -> None:
-        files = workload_files()
+    def _copy_code(self, root: Path | None = None) -> None:
+        files = workload_files(root) if root is not None else workload_files()
         copied = []
         for f in files:  # hash what is copied, so the copy and the recorded tree hash agree
             data = f.path.read_bytes()
             self._write(f"code/{f.relpath}", data)
             copied.append(CodeFile(f.relpath, f.path, len(data), hashlib.sha256(data).hexdigest()))
-        self.state["code"] = self.redaction(code_fingerprint(files=copied))
+        fp = code_fingerprint(files=copied)
+        if root is not None:  # rerun of a bundle's code: the checkout's git state says nothing about it
+            fp["git"] = None
+            fp["source"] = "bundle"
+        self.state["code"] = self.redaction(fp)
         self._write("environment/code.json", json_bytes(self.state["code"]))
 
     def _save_state(self) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from runner.cli.options import DEFAULT_DATA_ROOT, DEFAULT_RESULTS, DataRoot, MaxRuns, ResultsRoot
+from runner.errors import UsageError
 from runner.spec.limits import MAX_RUNS
 
 DEFAULT_CACHE = Path(".cache/runner")
@@ -44,6 +45,17 @@ def _options(data_root, results, cache, engine, build, resume, no_redact, base):
                           build=build.value, resume=resume, redact=not no_redact, base=base)
 
 
+def _image_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        framework, sep, image_id = item.partition("=")
+        if not sep or not framework or not image_id:
+            raise UsageError(f"--image {item!r} is not FRAMEWORK=IMAGE_ID", field="--image",
+                             fix="e.g. --image pytorch=sha256:1a2b...")
+        out[framework] = image_id
+    return out
+
+
 def reproduce(
     target: Annotated[Path, typer.Argument(help="An experiment spec (YAML), or a bundle to rerun.")],
     data_root: DataRoot = DEFAULT_DATA_ROOT,
@@ -55,11 +67,26 @@ def reproduce(
     no_redact: NoRedact = False,
     base: BaseOpt = None,
     max_runs: MaxRuns = MAX_RUNS,
+    image_archive: Annotated[list[Path] | None, typer.Option(
+        "--image-archive", help="Rerunning a bundle: image tarballs (runner images export) to import first.")] = None,
+    image: Annotated[list[str] | None, typer.Option(
+        "--image", help="Rerunning a bundle: FRAMEWORK=IMAGE_ID runs it in another image (what-if).")] = None,
 ) -> None:
-    """Run every run of a spec in its pinned image and write a result bundle."""
-    from runner.reproduce.session import reproduce_spec
+    """Run every run of a spec in its pinned image and write a result bundle; or rerun a bundle
+    exactly and report, per run and metric, whether it reproduced (exit 1 if not)."""
+    from runner.reproduce.rerun import is_bundle
 
     opts = _options(data_root, results, cache, engine, build, resume, no_redact, base)
+    if is_bundle(target):
+        from runner.reproduce.rerun import reproduce_bundle
+
+        reproduce_bundle(target, opts, image_archive or [], _image_overrides(image or []))
+        return
+    if image_archive or image:
+        raise UsageError("--image-archive and --image apply to rerunning a bundle", field="--image",
+                         fix="give a bundle folder as the target, or drop the option")
+    from runner.reproduce.session import reproduce_spec
+
     reproduce_spec(target, opts, max_runs=max_runs)
 
 

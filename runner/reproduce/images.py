@@ -22,7 +22,19 @@ class ImageChoice:
     error: str | None = None  # why this framework's runs cannot start
 
 
-def resolve_images(client, plan: Plan, build: str, base: str | None, console: Console) -> dict[str, ImageChoice]:
+def _recorded(client, image_id: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(image_id)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def resolve_images(client, plan: Plan, build: str, base: str | None, console: Console,
+                   pinned: dict[str, str] | None = None) -> dict[str, ImageChoice]:
+    """pinned: framework -> image id a bundle recorded; used as is when the engine has it."""
     variant = plan.experiment.variant.value
     frameworks = [f.value for f in plan.experiment.frameworks]
     if client is None:  # local engine: the host's own Python runs every framework
@@ -39,8 +51,17 @@ def resolve_images(client, plan: Plan, build: str, base: str | None, console: Co
             choices[fw] = ImageChoice(fw, None, None, error=e.describe())
             console.print(f"[yellow]{fw}: {e.describe()}; its runs will be failed rows[/]")
             continue
+        recorded = (pinned or {}).get(fw)
+        if recorded and _recorded(client, recorded):
+            console.print(f"image {entry.name}: the recorded {recorded[:19]}")
+            choices[fw] = ImageChoice(fw, entry.name, recorded)
+            continue
         image_id = ensure_image(client, entry, build, base,
                                 log=lambda line: console.print(f"  [dim]{line}[/]", highlight=False))
+        if recorded:
+            console.print(f"[yellow]image {entry.name}: the recorded {recorded[:19]} is not on this engine; "
+                          f"rebuilt from the lockfile as {image_id[:19]}"
+                          f"{' (identical)' if image_id == recorded else ' (DIFFERENT: see the provenance diff)'}[/]")
         console.print(f"image {entry.name}: {image_id[:19]}")
         choices[fw] = ImageChoice(fw, entry.name, image_id)
     return choices

@@ -35,6 +35,16 @@ class SessionOptions:
     base: str | None = None  # build base instead of the catalog's digest (no registry here)
 
 
+@dataclass(frozen=True)
+class Rerun:
+    """What a bundle being reproduced dictates: its workload code and its images (framework -> id)."""
+
+    bundle: Path
+    code: Path
+    images: dict[str, str]
+    engine: str
+
+
 @dataclass
 class RunRecord:
     run: Run
@@ -128,8 +138,11 @@ def _select_engine(choice: str, console: Console):
 
 
 def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None = None,
-                   console: Console | None = None) -> Path:
-    """The whole main job. Returns the finalized bundle's path."""
+                   console: Console | None = None, rerun: Rerun | None = None) -> Path:
+    """The whole main job. Returns the finalized bundle's path.
+
+    rerun: when reproducing a bundle, its code and recorded images are used instead of ours.
+    """
     from runner.spec.plan import MAX_RUNS, plan_file
 
     console = console or Console()
@@ -148,7 +161,8 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
 
     from runner.reproduce.images import resolve_images
 
-    images = resolve_images(client, plan, opts.build, opts.base, console)
+    images = resolve_images(client, plan, opts.build, opts.base, console,
+                            pinned=rerun.images if rerun else None)
 
     from runner.bundle.writer import BundleWriter
     from runner.fingerprint.redact import Redaction
@@ -157,7 +171,8 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     if opts.resume is not None:
         writer = BundleWriter.resume(opts.resume, redaction, plan)
     else:
-        writer = BundleWriter.create(opts.results_root, plan, spec_text, redaction)
+        writer = BundleWriter.create(opts.results_root, plan, spec_text, redaction,
+                                     code_root=rerun.code if rerun else None)
     try:
         _fingerprint(writer, engine, client, images, dataset)
         records = _run_all(plan, writer, engine, images, dataset, opts, console)
