@@ -47,7 +47,8 @@ def test_local_rerun_is_bit_identical(cli, tmp_path, monkeypatch):
         original / "code" / "runner" / "workload" / "__main__.py").read_bytes()
     if result.code == 1:
         timing = ("mean_images_per_s", "latency_per_image_ms")
-        assert all(c.metric.startswith(timing) for c in report.misses), [(c.metric, c.original, c.new) for c in report.misses]
+        misses = [(c.metric, c.original, c.new) for c in report.misses]
+        assert all(c.metric.startswith(timing) for c in report.misses), misses
 
 
 def test_unreadable_target_is_one_line(cli, tmp_path):
