@@ -95,7 +95,7 @@ def list_images(catalog: CatalogOpt = None, as_json: JsonFlag = False) -> None:
             "name": s.entry.name, "tag": s.entry.tag, "framework": s.entry.framework,
             "framework_version": s.entry.framework_version, "variant": s.entry.variant,
             "platform": s.entry.platform, "recipe": s.entry.recipe, "status": s.status,
-            "image_id": s.image_id, "size": s.size, "reasons": list(s.reasons),
+            "image_id": s.image_id, "size": s.size, "reasons": list(s.reasons), "note": s.entry.note,
         } for s in states], indent=2))
         return
     from rich import box

@@ -28,7 +28,7 @@ from runner.engine.docker_client import api_errors
 from runner.errors import ImageError, UsageError
 from runner.images.catalog import CatalogEntry
 from runner.images.inspect import get_attrs, image_state
-from runner.images.labels import image_labels
+from runner.images.labels import SYSTEM_DOCKERFILE, image_labels
 from runner.images.lockfile import Lockfile, read_lockfile
 from runner.images.paths import default_cache_dir
 from runner.images.platform import BaseImage, prepare_base
@@ -41,7 +41,6 @@ Policy = Literal["missing", "always", "never"]
 POLICIES: tuple[str, ...] = ("missing", "always", "never")
 Log = Callable[[str], None]
 
-SYSTEM_DOCKERFILE = "system/Dockerfile"
 BUILD_TIMEOUT_S = 3600
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -171,7 +170,7 @@ def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str |
         say(f"framework layer: {len(wheels)} locked wheels, network off")
         image_id = stream_build(
             client, entry.name, context,
-            buildargs={"BASE": system_id, "FRAMEWORK_VERSION": entry.framework_version},
+            buildargs={"BASE": system_id, "IMPORT_VERSION": entry.reported_version},
             network_mode="none", platform=entry.platform, nocache=nocache, log=say,
         )
     finally:

@@ -35,7 +35,7 @@ _MINOR = re.compile(r"^\d+\.\d+$")
 _STR_FIELDS = ("framework", "framework_version", "framework_package", "variant", "platform", "python",
                "glibc", "base", "recipe", "dockerfile", "lockfile")
 _LIST_FIELDS = ("debian", "requirements")
-_OPTIONAL_FIELDS = ("note",)
+_OPTIONAL_FIELDS = ("note", "import_version")
 _FIELDS = set(_STR_FIELDS) | set(_LIST_FIELDS) | set(_OPTIONAL_FIELDS)
 
 
@@ -71,6 +71,12 @@ class CatalogEntry:
     note: str | None
     sha256: str
     catalog_path: Path
+    import_version: str | None = None
+
+    @property
+    def reported_version(self) -> str:
+        """What `<framework>.__version__` says in the image (local labels like +cpu dropped)."""
+        return self.import_version or self.framework_version
 
     @property
     def arch(self) -> str:
@@ -171,9 +177,10 @@ class _EntryReader:
                             f"remove it; known fields: {', '.join(sorted(_FIELDS))}")
         values = {f: self._str(f) for f in _STR_FIELDS}
         lists = {f: self._list(f) for f in _LIST_FIELDS}
-        note = self.table.get("note")
-        if note is not None and not isinstance(note, str):
-            raise self.fail("note", "must be a string", 'write note = "..."')
+        for field in _OPTIONAL_FIELDS:
+            value = self.table.get(field)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise self.fail(field, "must be a non-empty string", f'write {field} = "..."')
         self._check(values, lists)
         root = self.path.parent
         return CatalogEntry(
@@ -182,8 +189,9 @@ class _EntryReader:
             platform=values["platform"], python=values["python"], glibc=values["glibc"],
             base=values["base"], recipe=values["recipe"],
             dockerfile=(root / values["dockerfile"]).resolve(), lockfile=(root / values["lockfile"]).resolve(),
-            debian=tuple(lists["debian"]), requirements=tuple(lists["requirements"]), note=note,
-            sha256=entry_sha256(self.name, self.table), catalog_path=self.path,
+            debian=tuple(lists["debian"]), requirements=tuple(lists["requirements"]),
+            note=self.table.get("note"), sha256=entry_sha256(self.name, self.table), catalog_path=self.path,
+            import_version=self.table.get("import_version"),
         )
 
     def _str(self, field: str) -> str:

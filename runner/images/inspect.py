@@ -57,6 +57,8 @@ def label_mismatches(attrs: dict[str, Any], entry: CatalogEntry, lock: Lockfile 
         reasons.append("the lockfile changed since the build")
     if labels.get(L.CATALOG_ENTRY) != entry.sha256:
         reasons.append("the catalog entry changed since the build")
+    if labels.get(L.RECIPE_SHA256) != L.recipe_sha256(entry):
+        reasons.append("the Dockerfiles changed since the build")
     arch = attrs.get("Architecture")
     if arch != entry.arch:
         reasons.append(f"the image is {attrs.get('Os')}/{arch}, the catalog says {entry.platform}")

@@ -6,6 +6,7 @@ the same inputs differ in their labels (the engine records its own creation time
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,17 @@ FRAMEWORK_VERSION = PREFIX + "framework_version"
 VARIANT = PREFIX + "variant"
 LOCK_SHA256 = PREFIX + "lock_sha256"
 CATALOG_ENTRY = PREFIX + "catalog_entry"
+RECIPE_SHA256 = PREFIX + "recipe_sha256"
+SYSTEM_DOCKERFILE = "system/Dockerfile"
+
+
+def recipe_sha256(entry: CatalogEntry) -> str:
+    """sha256 of the Dockerfiles an image is built from (system layer + framework layer)."""
+    h = hashlib.sha256()
+    for path in (entry.catalog_path.parent / SYSTEM_DOCKERFILE, entry.dockerfile):
+        h.update(path.read_bytes() if path.is_file() else b"")
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -50,6 +62,7 @@ def identity_labels(entry: CatalogEntry, lock: Lockfile) -> dict[str, str]:
         VARIANT: entry.variant,
         LOCK_SHA256: lock.sha256,
         CATALOG_ENTRY: entry.sha256,
+        RECIPE_SHA256: recipe_sha256(entry),
     }
 
 

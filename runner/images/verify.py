@@ -84,6 +84,8 @@ def _check_labels(report: VerifyReport, labels: dict[str, str], entry: CatalogEn
             detail = "matches the lockfile" if got == want else "the lockfile changed since the build"
         elif key == L.CATALOG_ENTRY:
             detail = "matches the catalog entry" if got == want else "the catalog entry changed since the build"
+        elif key == L.RECIPE_SHA256:
+            detail = "matches the Dockerfiles" if got == want else "the Dockerfiles changed since the build"
         else:
             detail = f"{got}" if got == want else f"{got!r}, expected {want!r}"
         report.add(f"label {key}", got == want, detail)

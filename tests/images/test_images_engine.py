@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -116,6 +117,16 @@ def test_verify_catches_a_changed_lockfile(client, cpu_images, tmp_path, cli):
     assert "stale pytorch-cpu: the lockfile changed since the build" in " ".join(listed.out.split())
 
 
+def test_an_edited_dockerfile_makes_the_image_stale(client, cpu_images, tmp_path):
+    catalog_path = copy_images_dir(tmp_path)
+    dockerfile = tmp_path / "images" / "pytorch" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "# edited\n")
+    catalog = load_catalog(catalog_path)
+    state = image_state(client, catalog.get("pytorch-cpu"))
+    assert (state.status, state.reasons) == ("stale", ("the Dockerfiles changed since the build",))
+    assert image_state(client, catalog.get("tensorflow-cpu")).status == "present"
+
+
 def test_verify_catches_a_tag_moved_to_another_image(client, cpu_images):
     catalog = load_catalog()
     entry = catalog.get("pytorch-cpu")
@@ -193,8 +204,9 @@ def test_import_refuses_a_tampered_tarball(client, small_image, tmp_path):
     client.api.tag(small_image, "runner-test/archive", "one", force=True)
     out = export_image(client, "runner-test/archive:one", tmp_path / "s.tar").path
     client.images.remove("runner-test/archive:one")  # its own layer goes too: the engine must load it
-    with tarfile.open(out) as tar:  # flip one byte in the middle of the last layer's data
-        layer = [m for m in tar.getmembers() if m.name.endswith("layer.tar")][-1]
+    with tarfile.open(out) as tar:  # flip one byte in the middle of the top layer (the one the engine lacks)
+        top = json.load(tar.extractfile("manifest.json"))[0]["Layers"][-1]
+        layer = tar.getmember(top)
     shutil.copyfile(out, tmp_path / "t.tar")
     with open(tmp_path / "t.tar", "r+b") as f:
         f.seek(layer.offset_data + layer.size // 2)

@@ -55,7 +55,7 @@ def test_a_few_training_steps_under_emulation(client, ppc_image):
     result = run_command(client, image_id, ["python", "-c", TRAIN], timeout=1200)
     assert result.exit_code == 0, result.stderr[-2000:]
     machine, version, first, last = result.stdout.split()[-4:]
-    assert (machine, version) == ("ppc64le", "1.13.1")
+    assert (machine, version) == ("ppc64le", "1.13.0a0")  # Debian's 1.13.1 reports 1.13.0a0
     assert float(last) < float(first)
 
 
