@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from runner.errors import RunnerError, UsageError
 
@@ -71,12 +72,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_config(name: str, args: argparse.Namespace) -> Any:
+    """The ModelConfig the flags describe; per-model defaults where a flag is not given:
+    input 32, ResNet-50's unchanged ImageNet stem, AlexNet's layout matching the input size."""
+    from runner.workload.models import ModelConfig
+
+    size = args.input_size if args.input_size is not None else 32
+    return ModelConfig(
+        name=name, num_classes=args.classes, input_size=size,
+        stem=(args.stem or "imagenet") if name == "resnet50" else None,
+        layout=(args.layout or ("imagenet" if size == 224 else "cifar")) if name == "alexnet" else None,
+    )
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
-    from runner.workload.harness.describe import describe_models
+    from runner.workload.models.describe import describe
 
     _import_framework(args.framework)
-    rows = describe_models(args.framework, names=args.model, classes=args.classes,
-                           input_size=args.input_size, stem=args.stem, layout=args.layout)
+    rows = [describe(_model_config(name, args), args.framework) for name in args.model or MODEL_CHOICES]
     print(json.dumps(rows, indent=1))
     return 0
 

@@ -53,7 +53,6 @@ class TFBackend:
         keras.utils.set_random_seed(self.cfg.seed)  # Python, numpy and TensorFlow generators
         if t.deterministic:
             tf.config.experimental.enable_op_determinism()
-        keras.mixed_precision.set_global_policy(_POLICIES[t.precision])
         self._settings = {
             "device": self.device, "precision": t.precision, "deterministic": t.deterministic,
             "execution": "tf.function(jit_compile=True)" if t.compile else "tf.function",
@@ -78,8 +77,8 @@ class TFBackend:
         from runner.workload.optim import tf_optim
 
         with tf.device(self.device):
-            self.model = tf_impl.build(arch)
-            tf_impl.load_weights(self.model, weights)
+            # A mixed policy keeps variables, BatchNorm statistics, inputs and logits in float32.
+            self.model = tf_impl.build(arch, dtype=_POLICIES[self.cfg.train.precision], weights=weights)
             self.vars = list(self.model.trainable_variables)
             self.opt = tf_optim.build(self.optim_cfg)
             self.opt.build(self.vars)  # state exists before tracing (fp16 applies inside tf.cond)

@@ -84,8 +84,7 @@ class TorchBackend:
         from runner.workload.models import torch_impl
         from runner.workload.optim import torch_optim
 
-        model = torch_impl.build(arch)
-        torch_impl.load_weights(model, weights)
+        model = torch_impl.build(arch, weights=weights)
         model.to(self.device)
         # Frozen layers (arch.frozen) have requires_grad=False from the builder; their BatchNorm
         # still updates running statistics in training mode, exactly as tf_impl's does.
