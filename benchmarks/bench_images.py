@@ -46,7 +46,7 @@ def main() -> None:
 
     client = connect()
     catalog = load_catalog()
-    console = Console()
+    console = Console(width=140)
     rows = []
     for name in args.names:
         entry = catalog.get(name)
@@ -66,7 +66,7 @@ def main() -> None:
 
     table = Table(title="runner images: build time and size", title_justify="left")
     for col in ("image", "cold build s", "unchanged rebuild s", "image MB", "base MB", "venv MB", "debian MB",
-                "image / (base+installed)", "(image-base) / installed"):
+                "image/(base+installed)", "(image-base)/installed"):
         table.add_column(col, justify="left" if col == "image" else "right")
     for name, cold, warm, image, base, venv, debian in rows:
         installed = venv + debian
