@@ -1,23 +1,28 @@
 """Synthetic CIFAR-10/100 look-alikes: learnable, deterministic, in the exact official format.
 
-Each class k owns a spatial frequency vector (kx, ky) (distinct integer points of the frequency
-lattice, lowest first, one per class) and a colour direction. An image of class k is
+Class k has a spatial frequency (kx, ky) (distinct lattice points with kx, ky >= 0, lowest
+first, at most 25) and a colour axis (one of the cube's four body diagonals): class k is
+(frequency k % F, axis k // F), so CIFAR-10 uses 10 frequencies on one axis and CIFAR-100 25
+frequencies x 4 axes. An image of class k is
 
-    pixel(x, y) = base + a * d * sin(2*pi*(kx*x + ky*y) / 32 + phi) + noise
+    base + a * d * (sin(2 pi (kx x + ky y) / 32 + phi1) + sin(2 pi (-kx x + ky y) / 32 + phi2)) / sqrt(2)
+         + noise
 
-with, drawn per image: base colour uniform in [60, 195]^3, amplitude a uniform in [30, 80],
-colour direction d = the class direction + N(0, 0.3^2) noise (renormalised), phase phi uniform
-in [0, 2*pi), and pixel noise N(0, 25^2); rounded and clipped to uint8.
+with, drawn per image: base colour uniform in [60, 195]^3, amplitude a uniform in [40, 90],
+direction d = the class axis + N(0, 0.15^2) (renormalised), phases phi1, phi2 uniform in
+[0, 2 pi), pixel noise N(0, 20^2); rounded and clipped to uint8. The grating and its mirror
+image are both present, so a horizontal flip maps a class onto itself; random phases make it
+translation-invariant: crop + flip augmentation preserves labels.
 
-Why this is learnable but not trivial: classes differ only in *oriented texture* (frequency and
-the axis in colour space it modulates). The random phase averages each class's mean image to a
-flat colour and the random base colour makes the mean colour uninformative, so template
-matching against class-mean images or mean-colour rules sit near chance; a small CNN learns
-the oriented filters in a few epochs (>= 90% test accuracy, checked in tests/data).
+Learnable but not trivial: classes differ only in oriented texture and the colour axis it
+modulates. Random phases average each class's mean image to a flat colour and the random base
+colour makes the mean colour uninformative, so template matching against class-mean images or
+mean-colour rules sit near chance, while the small CNN learns the oriented filters in a few
+epochs (tests/data/test_data_synth.py).
 
-Everything comes from numpy Generators seeded with [seed, stream] (templates 0, train 1,
-test 2), so the same seed gives byte-identical files, archive included (fixed tar metadata,
-gzip mtime 0). The train and test streams are independent of each other's size.
+Everything comes from numpy Generators seeded with [seed, stream] (train 1, test 2; the class
+patterns are fixed), so the same seed gives byte-identical files, archive included (fixed tar
+metadata, gzip mtime 0). The train and test streams are independent of each other's size.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ _CHUNK = 4096
 _NOISE_SIGMA = 20.0
 _AMPLITUDE = (40.0, 90.0)
 _BASE = (60.0, 195.0)
-_DIRECTION_JITTER = 0.3
+_DIRECTION_JITTER = 0.15
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_CLASSES = (
