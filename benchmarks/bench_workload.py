@@ -65,7 +65,8 @@ def run_config(framework: str, steps: int, warmup: int, threads: int) -> dict[st
 
 
 # -- parts (each runs in its own subprocess) ----------------------------------------------------
-def _ours(framework: str, data: Path, steps: int, warmup: int, threads: int, tmp: Path) -> float:
+def _ours(framework: str, data: Path, steps: int, warmup: int, threads: int, tmp: Path) -> tuple[float, float]:
+    """(images/s of the epoch event, share of that wall time spent between steps)."""
     from runner.workload.events import read_events
     from runner.workload.harness.run import run
 
@@ -77,7 +78,9 @@ def _ours(framework: str, data: Path, steps: int, warmup: int, threads: int, tmp
     if code != 0:
         raise SystemExit(f"harness run failed: {events[-1]}")
     (epoch,) = [e for e in events if e["type"] == "epoch"]
-    return float(epoch["images_per_s"])
+    wall = epoch["timed_images"] / epoch["images_per_s"]
+    in_steps = sum(e["data_time_s"] + e["compute_time_s"] for e in events if e["type"] == "step" and not e["warmup"])
+    return float(epoch["images_per_s"]), (wall - in_steps) / wall
 
 
 def _bare_torch(data: Any, steps: int, warmup: int, threads: int) -> float:
@@ -157,15 +160,17 @@ def part_overhead(framework: str, data_dir: Path, steps: int, warmup: int, threa
     data = load_prepared(data_dir, verify="sizes")
     bare_fn = _bare_torch if framework == "pytorch" else _bare_tf
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    bare, ours = [], []
+    bare, ours, between = [], [], []
     bare_fn(data, 3, 2, threads)  # one-time costs (kernel libraries, first traces) out of the way
     for r in range(rounds):  # alternate which side goes first: order effects cancel too
         for side in (("bare", "ours") if r % 2 == 0 else ("ours", "bare")):
             if side == "bare":
                 bare.append(bare_fn(data, steps, warmup, threads))
             else:
-                ours.append(_ours(framework, data_dir, steps, warmup, threads, tmp))
-    return {"bare": bare, "ours": ours}
+                throughput, share = _ours(framework, data_dir, steps, warmup, threads, tmp)
+                ours.append(throughput)
+                between.append(share)
+    return {"bare": bare, "ours": ours, "between_steps_share": between}
 
 
 def part_resnet_tf(threads: int, steps: int, rounds: int) -> dict[str, Any]:
@@ -295,7 +300,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement (a)")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--part", choices=("overhead", "resnet_tf", "resnet_torch", "loader"), help=argparse.SUPPRESS)
     p.add_argument("--framework", help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -339,8 +344,11 @@ def main() -> None:
     print(f"{'figure':<34} {'framework':<11} {'ours':<22} {'reference':<22} {'ratio':>7}  target")
     for fw, r in overhead.items():
         o, b = med(r["ours"]), med(r["bare"])
+        ratios = [x / y for x, y in zip(r["ours"], r["bare"], strict=True)]
         print(_row("(a) harness overhead", fw, f"{o:.1f} img/s", f"bare {b:.1f} img/s",
-                   paired(r["ours"], r["bare"]), 0.97))
+                   paired(r["ours"], r["bare"]), 0.97)
+              + f"  (rounds {min(ratios):.2f}..{max(ratios):.2f}; between steps "
+                f"{100 * med(r['between_steps_share']):.2f}% of wall time)")
     if resnet is not None:
         o, k = med(resnet["ours"]), med(resnet["keras"])
         print(_row(f"(b) ResNet-50 {RESNET_INPUT}px b{RESNET_BATCH} train", "tensorflow", f"{o:.1f} img/s",

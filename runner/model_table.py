@@ -74,9 +74,9 @@ def model_table(frameworks: list[str], classes: int, input_size: int | None, ste
         argv = _workload_argv(fw, classes, input_size, stem)
         text = _run_local(argv) if engine == "local" else _run_docker(fw, argv)
         for row in json.loads(text):
-            rows.append({"model": row["model"], "framework": fw, "trainable": row["trainable_params"],
-                         "total": row["total_params"], "flops_per_image": row["flops_per_image"],
-                         "input_size": row["input_size"], "matches_architecture": row["matches_architecture"]})
+            rows.append({"model": row["model"], "framework": fw, "trainable": row["trainable"],
+                         "total": row["total"], "flops_per_image": row["flops_per_image"],
+                         "input_size": row["config"]["input_size"], "matches_architecture": row["matches_arch"]})
     by_model: dict[str, set] = {}
     for row in rows:
         by_model.setdefault(row["model"], set()).add((row["trainable"], row["total"], row["flops_per_image"]))
