@@ -19,8 +19,16 @@ setup:
     fi
 
 # The main job: a small PyTorch-vs-TensorFlow reproduction (docker engine if one answers, else local).
+# Images build on the catalog's digest-pinned Debian base, or on the debootstrapped local one
+# (.ci/provision.sh) when that exists: no registry is needed then.
 demo: setup
-    {{bin}}/runner reproduce experiments/smoke.yaml
+    #!/usr/bin/env bash
+    set -euo pipefail
+    base=()
+    if command -v docker >/dev/null && docker image inspect local/debian:bookworm >/dev/null 2>&1; then
+      base=(--base local/debian:bookworm)
+    fi
+    {{bin}}/runner reproduce experiments/smoke.yaml "${base[@]}"
 
 # All tests. Tests that need Docker use the real engine (CI provisions it: .ci/provision.sh).
 test *ARGS: setup

@@ -42,7 +42,7 @@ from runner.data.files import sha256_bytes, staged_dir, write_bytes_durable
 from runner.data.manifest import MANIFEST_NAME, dataset_manifest, format_manifest_file
 from runner.errors import DatasetError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the bytes written change: caches are keyed by it
 _CHUNK = 4096
 _NOISE_SIGMA = 20.0
 _AMPLITUDE = (40.0, 90.0)

@@ -39,11 +39,11 @@ def _make_readable(path: Path) -> None:
 
 
 def _synthetic_source(ds: Dataset, cache: Path) -> Path:
-    from runner.data.synth import write_synthetic
+    from runner.data.synth import GENERATOR_VERSION, write_synthetic
 
     syn = ds.synthetic
     assert syn is not None
-    folder = cache / "synthetic" / f"{ds.name.value}-{syn.train_size}-{syn.test_size}-{syn.seed}"
+    folder = cache / "synthetic" / f"{ds.name.value}-{syn.train_size}-{syn.test_size}-{syn.seed}-g{GENERATOR_VERSION}"
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         write_synthetic(ds.name.value, folder, train=syn.train_size, test=syn.test_size, seed=syn.seed)
