@@ -30,7 +30,7 @@ class LiveView:
     def on_event(self, event: dict) -> None:
         if self._run is None:
             return
-        kind = event.get("event")
+        kind = event.get("type")
         if kind == "step" and not event.get("warmup"):
             self.progress.update(self._run, status=f"epoch {event.get('epoch')} step {event.get('step')} "
                                                     f"loss {event.get('loss', float('nan')):.4f}")
