@@ -122,3 +122,17 @@ def test_sigint_leaves_no_container_and_resume_completes(cpu_images, docker_clie
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert len(manifest["runs"]) == 2 and {r["status"] for r in manifest["runs"]} == {"ok"}
     assert not partial.exists()
+
+
+def test_out_of_memory_is_a_failed_row(cpu_images, tmp_path):
+    """A batch that cannot fit the container's memory limit: that run is an `oom` row, the other completes."""
+    spec = tmp_path / "oom.yaml"
+    text = TINY.read_text().replace("frameworks: [pytorch, tensorflow]", "frameworks: [pytorch]")
+    text = text.replace("train_size: 256", "train_size: 2048").replace("memory: 2g", "memory: 600m")
+    spec.write_text(text + "sweeps:\n  - {name: s, grid: {batch_size: [32, 2048]}}\n")
+    proc = _reproduce(tmp_path, spec)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (bundle,) = _bundles(tmp_path / "results", "tiny")
+    rows = {r["batch_size"]: r for r in pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()}
+    assert rows[32]["status"] == "ok"
+    assert rows[2048]["status"] == "failed" and rows[2048]["failure_reason"].startswith("oom"), rows[2048]
