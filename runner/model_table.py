@@ -43,21 +43,13 @@ def _run_local(argv: list[str]) -> str:
 
 def _run_docker(framework: str, argv: list[str]) -> str:
     from runner.engine.docker_client import connect
-    from runner.engine.docker_engine import CODE_MOUNT, container_user
+    from runner.engine.docker_engine import run_workload_tool
     from runner.images.build import ensure_image
     from runner.images.catalog import load_catalog
 
     client = connect()
     image_id = ensure_image(client, load_catalog().for_run(framework, "cpu"), "never")
-    uid, gid = container_user()
-    from runner.engine.base import workload_env
-
-    out = client.containers.run(
-        image_id, entrypoint=["python3"], command=argv, remove=True, network_mode="none", user=f"{uid}:{gid}",
-        cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, tmpfs={"/tmp": "rw,size=256m"},
-        environment=workload_env(None, CODE_MOUNT, "/tmp"), stdout=True, stderr=False,
-        volumes={str(_package_root() / "runner"): {"bind": f"{CODE_MOUNT}/runner", "mode": "ro"}})
-    return out.decode()
+    return run_workload_tool(client, image_id, argv, _package_root())
 
 
 def model_table(frameworks: list[str], classes: int, input_size: int | None, stem: str,

@@ -141,6 +141,21 @@ class DockerEngine:
         return DockerRun(self, request, container)
 
 
+def run_workload_tool(client, image_id: str, argv: list[str], code_dir: Path) -> str:
+    """stdout of `python3 -m runner.workload ...` in `image_id`, locked down like a run.
+
+    For the workload's describe-only commands (`info`, `models`): no data, no output folder;
+    `code_dir` holds the `runner` package to mount read-only. Raises the SDK's errors.
+    """
+    uid, gid = container_user()
+    out = client.containers.run(
+        image_id, entrypoint=["python3"], command=argv, remove=True, network_mode="none", user=f"{uid}:{gid}",
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, tmpfs={"/tmp": "rw,size=256m"},
+        environment=workload_env(None, CODE_MOUNT, "/tmp"), stdout=True, stderr=False,
+        volumes={str((code_dir / "runner").resolve()): {"bind": f"{CODE_MOUNT}/runner", "mode": "ro"}})
+    return out.decode("utf-8", "replace")
+
+
 def remove_containers(client, bundle_id: str) -> int:
     """Remove every container of a bundle (after an interruption); returns how many."""
     containers = client.containers.list(all=True, filters={"label": f"{LABEL_BUNDLE}={bundle_id}"})

@@ -212,18 +212,10 @@ def framework_info(engine, client, image_id: str | None, framework: str, code_di
         out, ok = proc.stdout, proc.returncode == 0
         err = proc.stderr
     else:
-        from runner.engine.docker_engine import CODE_MOUNT, container_user
-
-        uid, gid = container_user()
-        from runner.engine.base import workload_env
+        from runner.engine.docker_engine import run_workload_tool
 
         try:
-            raw = client.containers.run(
-                image_id, entrypoint=["python3"], command=argv, remove=True, network_mode="none",
-                user=f"{uid}:{gid}", cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-                tmpfs={"/tmp": "rw,size=64m"}, environment=workload_env(None, CODE_MOUNT, "/tmp"),
-                volumes={str(code_dir.resolve()): {"bind": CODE_MOUNT, "mode": "ro"}}, stdout=True, stderr=False)
-            out, ok, err = raw.decode("utf-8", "replace"), True, ""
+            out, ok, err = run_workload_tool(client, image_id, argv, code_dir), True, ""
         except Exception as e:  # noqa: BLE001 - recorded, the runs themselves will show the failure
             out, ok, err = "", False, str(e)
     if ok:
