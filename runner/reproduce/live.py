@@ -28,20 +28,25 @@ class LiveView:
         self._run = self.progress.add_task(f"  {label}", total=epochs, status="starting")
 
     def on_event(self, event: dict) -> None:
+        """Events come from the run: any figure may be null (a diverged loss, an epoch of warm-up only)."""
         if self._run is None:
             return
         kind = event.get("type")
         if kind == "step" and not event.get("warmup"):
             self.progress.update(self._run, status=f"epoch {event.get('epoch')} step {event.get('step')} "
-                                                    f"loss {event.get('loss', float('nan')):.4f}")
+                                                    f"loss {_num(event.get('loss'), '.4f')}")
         elif kind == "epoch":
-            self.progress.update(self._run, completed=int(event.get("epoch", 0)) + 1,
-                                 status=f"{event.get('images_per_s', 0):,.0f} img/s, "
-                                        f"loss {event.get('train_loss', float('nan')):.4f}")
+            self.progress.update(self._run, completed=int(event.get("epoch") or 0) + 1,
+                                 status=f"{_num(event.get('images_per_s'), ',.0f')} img/s, "
+                                        f"loss {_num(event.get('train_loss'), '.4f')}")
         elif kind == "eval":
-            self.progress.update(self._run, status=f"test acc {event.get('test_accuracy', 0):.3f}")
+            self.progress.update(self._run, status=f"test acc {_num(event.get('test_accuracy'), '.3f')}")
 
     def end_run(self, status: str) -> None:
         self.progress.advance(self._sweep)
         if self._run is not None:
             self.progress.update(self._run, status=status)
+
+
+def _num(value: object, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"

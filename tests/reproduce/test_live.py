@@ -30,3 +30,13 @@ def test_progress_follows_epoch_and_eval_events(tmp_path):
     assert task.completed == 1 and task.fields["status"] == "test acc 0.746"
     view.on_event(events[3])
     assert view.progress.tasks[-1].completed == 2 and "600 img/s" in view.progress.tasks[-1].fields["status"]
+
+
+def test_null_figures_do_not_break_the_view():
+    """A diverged loss and an epoch made only of warm-up steps are written as null."""
+    view = LiveView(Console(file=io.StringIO(), width=120), total_runs=1)
+    view.start_run("r1 pytorch", epochs=2)
+    view.on_event({"type": "step", "epoch": 0, "step": 3, "loss": None, "warmup": False})
+    view.on_event({"type": "epoch", "epoch": 0, "images_per_s": None, "train_loss": None})
+    view.on_event({"type": "eval", "epoch": 0, "test_accuracy": None})
+    assert view.progress.tasks[-1].completed == 1 and view.progress.tasks[-1].fields["status"] == "test acc -"
