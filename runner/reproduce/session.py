@@ -66,11 +66,12 @@ def execute_run(engine: Engine, request: RunRequest, on_event,
 
     tail = EventTail(request.out_dir / "events.jsonl")
     handle = engine.start(request)
-    sampler = sampler_factory(handle.sample_target) if sampler_factory else None
-    if sampler:
-        sampler.start()
+    sampler = None
     started = time.monotonic()
     try:
+        sampler = sampler_factory(handle.sample_target) if sampler_factory else None
+        if sampler:
+            sampler.start()
         while handle.poll() is None:
             for event in tail.poll():
                 on_event(event)
@@ -78,8 +79,8 @@ def execute_run(engine: Engine, request: RunRequest, on_event,
                 handle.kill(f"time limit ({request.time_limit_s} s)")
                 break
             time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        handle.kill("interrupted")
+    except BaseException as e:  # Ctrl-C, or a host-side error: never leave the run (a container) behind
+        handle.kill("interrupted" if isinstance(e, KeyboardInterrupt) else f"runner error: {type(e).__name__}")
         try:
             handle.finish()
         finally:
