@@ -18,9 +18,9 @@ setup:
       rm -f {{venv}}/.runner-installed-*; touch "$stamp"
     fi
 
-# The main job: a small PyTorch-vs-TensorFlow reproduction (docker engine if one answers, else local).
 # Images build on the catalog's digest-pinned Debian base, or on the debootstrapped local one
 # (.ci/provision.sh) when that exists: no registry is needed then.
+# The main job: a small PyTorch-vs-TensorFlow reproduction (docker engine if one answers, else local).
 demo: setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -30,13 +30,14 @@ demo: setup
     fi
     {{bin}}/runner reproduce experiments/smoke.yaml "${base[@]}"
 
-# All tests but the ppc64le ones. Tests that need Docker use the real engine (CI provisions it:
-# .ci/provision.sh).
+# Tests that need Docker use the real engine (CI provisions it: .ci/provision.sh).
+# All tests but the ppc64le (emulated) ones: what CI runs.
 test *ARGS: setup
     {{bin}}/pytest -m "not emulated" {{ARGS}}
 
-# The ppc64le tests, under qemu: a cold build of the image takes 10 min on a quiet 2-core machine
-# (35 min under load), the workload runs at about 1 image/s; hence not in `just test` (CI's 45 min).
+# A cold build of the ppc64le image takes 10 min on a quiet 2-core machine (35 min under load) and
+# the workload runs at about 1 image/s under qemu: hence not in `just test` (CI's 45 minutes).
+# The ppc64le tests, under qemu emulation.
 test-emulated *ARGS: setup
     {{bin}}/pytest -m emulated {{ARGS}}
 
@@ -44,12 +45,20 @@ test-emulated *ARGS: setup
 test-fast *ARGS: setup
     {{bin}}/pytest -m "not docker and not slow and not emulated" {{ARGS}}
 
+# ruff over the package, the tests and the benchmarks.
 lint: setup
     {{bin}}/ruff check runner tests benchmarks
 
 # Every benchmark script; each prints its figures side by side with the target.
 bench: setup
-    for b in benchmarks/bench_*.py; do echo "== $b"; {{bin}}/python "$b"; done
+    #!/usr/bin/env bash
+    set -uo pipefail
+    missed=()
+    for b in benchmarks/bench_*.py; do
+      echo "== $b"
+      {{bin}}/python "$b" || missed+=("$b")
+    done
+    [ ${#missed[@]} -eq 0 ] || { echo "targets missed or benchmark failed: ${missed[*]}"; exit 1; }
 
 # Build the CPU images of both frameworks (hermetic, from the lockfiles).
 images: setup
