@@ -20,10 +20,11 @@ is involved.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from runner.errors import SpecError
+from runner.workload.sections import from_section
 
 SCHEDULE_NAMES: tuple[str, ...] = ("constant", "step", "multistep", "cosine")
 
@@ -51,21 +52,9 @@ class ScheduleConfig:
 
         `total_epochs` (the run's epochs) fills the cosine's length when the section has none.
         """
-        if not isinstance(d, dict):
-            raise SpecError("the schedule section must be a mapping", file=source, field="schedule")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SpecError(f"unknown key(s) {', '.join(unknown)}", file=source, field=f"schedule.{unknown[0]}",
-                            fix=f"use only: {', '.join(sorted(known))}")
-        d = dict(d)
-        if d.get("total_epochs") is None and total_epochs is not None:
-            d["total_epochs"] = total_epochs
-        try:
-            return cls(**d)
-        except SpecError as e:
-            e.file = source
-            raise
+        if isinstance(d, dict) and d.get("total_epochs") is None and total_epochs is not None:
+            d = {**d, "total_epochs": total_epochs}
+        return from_section(cls, d, "schedule", SpecError, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

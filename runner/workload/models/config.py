@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from runner.errors import ModelError
+from runner.workload.sections import from_section
 
 MODEL_NAMES: tuple[str, ...] = ("resnet50", "alexnet", "vgg16", "simple_cnn")
 INIT_SCHEMES: tuple[str, ...] = ("he_normal_fan_out", "he_uniform", "glorot_uniform", "torch_default")
@@ -55,21 +56,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str | None = None) -> ModelConfig:
         """Read a config (e.g. the `model` section of run.json); unknown keys are errors."""
-        if not isinstance(d, dict):
-            raise ModelError("the model section must be a mapping", file=source, field="model")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ModelError(f"unknown key(s) {', '.join(unknown)}", file=source, field=f"model.{unknown[0]}",
-                             fix=f"use only: {', '.join(sorted(known))}")
-        for key in ("name", "num_classes"):
-            if key not in d:
-                raise ModelError(f"missing `{key}`", file=source, field=f"model.{key}")
-        try:
-            return cls(**d)
-        except ModelError as e:
-            e.file = source
-            raise
+        return from_section(cls, d, "model", ModelError, required=("name", "num_classes"), source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, for the run record."""

@@ -10,10 +10,11 @@ optimizer.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from runner.errors import SpecError
+from runner.workload.sections import from_section
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop")
 WEIGHT_DECAY_MODES: tuple[str, ...] = ("l2", "decoupled")
@@ -49,21 +50,7 @@ class OptimConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str | None = None) -> OptimConfig:
         """Read the `optimizer` section of run.json; unknown keys are errors."""
-        if not isinstance(d, dict):
-            raise SpecError("the optimizer section must be a mapping", file=source, field="optimizer")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SpecError(f"unknown key(s) {', '.join(unknown)}", file=source, field=f"optimizer.{unknown[0]}",
-                            fix=f"use only: {', '.join(sorted(known))}")
-        for key in ("name", "lr"):
-            if key not in d:
-                raise SpecError(f"missing `{key}`", file=source, field=f"optimizer.{key}")
-        try:
-            return cls(**d)
-        except SpecError as e:
-            e.file = source
-            raise
+        return from_section(cls, d, "optimizer", SpecError, required=("name", "lr"), source=source)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
