@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner.bundle.fsutil import safe_member
-from runner.bundle.reader import MANIFEST, MAX_MANIFEST_BYTES
-from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION
+from runner.bundle.reader import MANIFEST, read_manifest
 from runner.bundle.schemas import TABLES as DECLARED
 from runner.errors import BundleError, UsageError
 
@@ -55,36 +54,10 @@ def accelerator(row: dict[str, Any]) -> str:
     return row.get("host_cpu_model") or row.get("variant") or "?"
 
 
-def read_manifest_light(root: Path) -> dict[str, Any]:
-    """manifest.json, refused as the reader refuses it when it is missing, not JSON or too new."""
-    mpath = root / MANIFEST
-    if not root.is_dir():
-        raise BundleError("is not a bundle folder", file=root, fix="give the folder `runner reproduce` printed")
-    if not mpath.is_file():
-        raise BundleError("has no manifest.json (not a finished bundle)", file=root,
-                          fix="give a finished bundle folder")
-    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleError("is too large to be a manifest", file=mpath)
-    try:
-        manifest = json.loads(mpath.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(f"is not valid JSON ({e})", file=mpath, fix="the bundle is corrupt") from None
-    version = manifest.get("bundle_schema_version") if isinstance(manifest, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise BundleError("has no valid bundle_schema_version", file=mpath, field="bundle_schema_version")
-    if version > BUNDLE_SCHEMA_VERSION:
-        raise BundleError(f"was written with bundle schema {version}, newer than this runner reads "
-                          f"({BUNDLE_SCHEMA_VERSION})", file=mpath, field="bundle_schema_version",
-                          fix="upgrade runner to read it")
-    if not isinstance(manifest.get("files"), list) or not isinstance(manifest.get("tables"), dict):
-        raise BundleError("lacks its `files` list or `tables` map", file=mpath, fix="the bundle is corrupt")
-    return manifest
-
-
 def read_tables(root: Path, names: list[str],
                 columns: dict[str, tuple[str, ...]] | None = None) -> tuple[dict[str, Any], dict[str, pa.Table]]:
     """The manifest and the named tables of a bundle (only `columns[name]` when given), each checked."""
-    manifest = read_manifest_light(root)
+    manifest = read_manifest(root, check_entries=False)
     mpath = root / MANIFEST
     paths = {info.get("path") for n, info in manifest["tables"].items() if n in names and isinstance(info, dict)}
     sizes = {e["path"]: e.get("size") for e in manifest["files"] if isinstance(e, dict) and e.get("path") in paths}
