@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner.bundle import fsutil
 from runner.engine.docker_client import api_errors
 from runner.errors import CheckFailed, ImageError, UsageError
 from runner.images.lockfile import sha256_file, write_atomic
@@ -60,20 +59,8 @@ def export_image(client: docker.DockerClient, ref: str, out: Path) -> Exported:
         image = client.images.get(ref)
     except docker.errors.ImageNotFound:
         raise ImageError(f"no image {ref} on this engine", fix="runner images build NAME first") from None
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, api_errors(f"saving {ref}"):
-            for chunk in image.save(named=True):
-                digest.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    hexdigest = digest.hexdigest()
+    with api_errors(f"saving {ref}"):  # streamed to a temp file beside `out`, renamed when complete
+        _, hexdigest = fsutil.write_atomic(out, image.save(named=True))
     write_atomic(out.with_name(out.name + ".sha256"), f"{hexdigest}  {out.name}\n")
     return Exported(out, hexdigest, image.id, out.stat().st_size)
 
