@@ -6,9 +6,6 @@ checked equal across frameworks. The host never imports a framework: it asks the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from runner.errors import EngineError, UsageError
@@ -31,9 +28,9 @@ def _package_root() -> Path:
 
 
 def _run_local(argv: list[str]) -> str:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(_package_root()),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": os.environ.get("HOME", "/tmp")}
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=600)
+    from runner.engine.local_engine import run_workload_tool
+
+    proc = run_workload_tool(argv, _package_root())
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EngineError(f"the workload could not describe the models: {last}",

@@ -73,3 +73,10 @@ class LocalEngine:
                 cwd=request.out_dir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
             )
         return LocalRun(request, proc, log_path)
+
+
+def run_workload_tool(argv: list[str], code_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m runner.workload ...` (a describe-only command: `info`, `models`) in the host's
+    Python, with the environment a run gets; `code_dir` holds the `runner` package."""
+    env = workload_env(None, str(code_dir), "/tmp") | {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=timeout)

@@ -201,15 +201,11 @@ def _readable_tree(path: Path) -> None:
 
 def framework_info(engine, client, image_id: str | None, framework: str, code_dir: Path) -> dict:
     """`python -m runner.workload info` where the runs will run: in the image, or the local Python."""
-    import subprocess
-    import sys
-
     argv = ["-m", "runner.workload", "info", "--framework", framework]
     if client is None:
-        from runner.engine.base import workload_env
+        from runner.engine.local_engine import run_workload_tool as run_local
 
-        env = workload_env(None, str(code_dir), "/tmp") | {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=300)
+        proc = run_local(argv, code_dir, timeout=300)
         out, ok = proc.stdout, proc.returncode == 0
         err = proc.stderr
     else:
