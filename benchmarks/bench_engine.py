@@ -38,6 +38,7 @@ from runner.engine.docker_engine import DockerEngine  # noqa: E402
 from runner.engine.local_engine import LocalEngine  # noqa: E402
 from runner.images.build import ensure_image  # noqa: E402
 from runner.images.catalog import load_catalog  # noqa: E402
+from runner.images.inspect import image_fingerprint  # noqa: E402
 from runner.reproduce.dataset import resolve_dataset  # noqa: E402
 from runner.reproduce.session import execute_run, framework_info, write_run_config  # noqa: E402
 from runner.spec.plan import plan_file  # noqa: E402
@@ -153,8 +154,6 @@ def main() -> None:
         image_id = ensure_image(client, catalog.for_run(fw, "cpu"), "missing", args.base)
         t0 = time.perf_counter()
         framework_info(docker, client, image_id, fw, code_dir)
-        from runner.images.inspect import image_fingerprint
-
         image_fingerprint(client, image_id)
         image_fp_s = time.perf_counter() - t0
         _one(local, run, dataset, code_dir, None, work, True)  # first-touch costs (page cache) out of the way
