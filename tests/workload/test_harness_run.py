@@ -210,7 +210,7 @@ def test_sigterm_mid_run_ends_interrupted_with_events_intact(prepared, tmp_path)
             proc.kill()
     assert proc.returncode == 3, err
     events = read_events(events_file)
-    assert events[-1]["type"] == "run_end" and events[-1]["reason"] == "interrupted"
+    assert events[-1]["type"] == "run_end" and events[-1]["reason"] == "interrupted", events[-1]
     assert events[-2]["type"] == "memory"
     steps = [e for e in events if e["type"] == "step"]
     assert len(steps) >= 10 and [s["global_step"] for s in steps] == list(range(len(steps)))
@@ -263,3 +263,25 @@ def test_the_config_the_host_writes_is_accepted():
         ModelConfig.from_dict(cfg.model)
         OptimConfig.from_dict(cfg.optimizer)
         ScheduleConfig.from_dict(cfg.schedule, total_epochs=cfg.train.epochs)
+
+
+def test_an_exception_after_a_stop_signal_is_an_interruption():
+    """A framework may re-raise the signal handler's exception as its own error type (TensorFlow
+    does when the signal lands inside its C++ runtime): a stop signal decides the outcome."""
+    from runner.workload.harness.run import Interrupted, StopRequest, classify
+
+    assert classify(RuntimeError("cancelled"), None, StopRequest("SIGTERM")) == "interrupted"
+    assert classify(RuntimeError("cancelled"), None, StopRequest()) == "error"
+    assert classify(Interrupted("SIGTERM"), None, StopRequest()) == "interrupted"
+    assert classify(KeyboardInterrupt(), None) == "interrupted"
+
+
+def test_stop_signals_are_recorded_then_handlers_restored():
+    from runner.workload.harness.run import Interrupted, stop_signals_raise
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted), stop_signals_raise() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs at the next bytecode boundary
+    assert stop.signal_name == "SIGTERM"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

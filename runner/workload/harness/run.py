@@ -112,22 +112,43 @@ def make_backend(p: Prepared) -> Backend:
     return TFBackend(p.cfg, p.optim_cfg)
 
 
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception so the run can still write its run_end."""
+@dataclass
+class StopRequest:
+    """Which stop signal arrived, if any.
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    The handler raises wherever Python code happens to run, including inside a framework's own
+    callbacks, which may turn the exception into an error type of their own (CI once saw a
+    SIGTERM'd TensorFlow run end with reason `error`). So the outcome is judged by whether a
+    stop signal arrived, not only by the exception's type.
+    """
+
+    signal_name: str | None = None
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[StopRequest]:
+    """Turn SIGTERM (and SIGINT) into an exception so the run can still write its run_end."""
+    request = StopRequest()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        request.signal_name = "SIGTERM"
         raise Interrupted("SIGTERM")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def on_int(signum: int, frame: FrameType | None) -> None:
+        request.signal_name = "SIGINT"
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, fn) for sig, fn in
+                ((signal.SIGTERM, on_term), (signal.SIGINT, on_int))}
     try:
-        yield
+        yield request
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, fn in previous.items():
+            signal.signal(sig, fn)
 
 
-def classify(exc: BaseException, backend: Backend | None) -> str:
-    if isinstance(exc, KeyboardInterrupt | Interrupted):
+def classify(exc: BaseException, backend: Backend | None, stop: StopRequest | None = None) -> str:
+    if isinstance(exc, KeyboardInterrupt | Interrupted) or (stop is not None and stop.signal_name):
         return "interrupted"
     if isinstance(exc, Diverged):
         return "diverged"
@@ -155,7 +176,8 @@ def execute(p: Prepared) -> int:
     flops: int | None = None
     start_info: dict[str, Any] = {}
     status, reason, error, tb = "ok", None, None, None
-    with EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) as events, sigterm_raises():
+    with EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) as events, \
+            stop_signals_raise() as stop:
         try:
             backend = make_backend(p)
             backend.setup()
@@ -182,12 +204,15 @@ def execute(p: Prepared) -> int:
             protocol.train()
             protocol.latency()
         except BaseException as exc:  # noqa: BLE001 - every outcome must end the record
-            status, reason, error = "failed", classify(exc, backend), one_line(exc)
+            status, reason, error = "failed", classify(exc, backend, stop), one_line(exc)
+            if stop.signal_name and not isinstance(exc, KeyboardInterrupt | Interrupted):
+                error = f"stopped by {stop.signal_name} ({error})"[:_MAX_ERROR_CHARS]
             # Where an unexpected error came from; an expected outcome needs no traceback.
             tb = traceback.format_exc(limit=20) if reason == "error" else None
             print(f"run failed ({reason}): {error}", file=sys.stderr)
-        # The record is being closed: a second SIGTERM must not tear it.
+        # The record is being closed: a second stop signal must not tear it.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         memory = _memory(backend, events)
         wall_s = time.perf_counter() - t_start
         events.emit("run_end", status=status, reason=reason, error=error, wall_s=wall_s,
