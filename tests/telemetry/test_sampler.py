@@ -111,8 +111,8 @@ def test_rate_and_clean_stop():
     time.sleep(0.5)
     t0 = time.perf_counter()
     sampler.stop()
-    assert time.perf_counter() - t0 < 0.5
-    assert 4 <= sampler.ticks <= 13  # ~10 ticks in 0.5 s at 20 Hz plus the final one (a busy box skips some)
+    assert time.perf_counter() - t0 < 2.0  # stop does not hang (generous: CI boxes are busy)
+    assert 2 <= sampler.ticks <= 13  # ~10 ticks in 0.5 s at 20 Hz plus the final one (a busy box skips some)
     ticks, rows = sampler.ticks, len(sampler.samples)
     sampler.stop()  # a second stop changes nothing
     assert (sampler.ticks, len(sampler.samples)) == (ticks, rows)
