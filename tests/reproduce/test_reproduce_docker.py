@@ -85,15 +85,23 @@ def test_same_shape_as_local(docker_bundle: Path, tmp_path):
     assert rel(docker_bundle) == rel(local)
 
 
-def test_time_limit_is_a_failed_row(cpu_images, tmp_path):
-    spec = tmp_path / "limit.yaml"
+def _pytorch_sweep(tmp_path: Path, replace: dict[str, str], field: str, values: list[int]) -> dict:
+    """The tiny spec with PyTorch only, `replace` applied, one sweep over `field`, reproduced in
+    containers; its runs rows keyed by that field's value."""
     text = TINY.read_text().replace("frameworks: [pytorch, tensorflow]", "frameworks: [pytorch]")
-    text = text.replace("time_limit_s: 300", "time_limit_s: 25")
-    spec.write_text(text + "sweeps:\n  - {name: s, grid: {epochs: [1, 200]}}\n")
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(text + f"sweeps:\n  - {{name: s, grid: {{{field}: {values}}}}}\n")
     proc = _reproduce(tmp_path, spec)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (bundle,) = _bundles(tmp_path / "results", "tiny")
-    rows = {r["epochs"]: r for r in pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()}
+    return {r[field]: r for r in pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()}
+
+
+def test_time_limit_is_a_failed_row(cpu_images, tmp_path):
+    rows = _pytorch_sweep(tmp_path, {"time_limit_s: 300": "time_limit_s: 25"}, "epochs", [1, 200])
     assert rows[1]["status"] == "ok"
     assert rows[200]["status"] == "failed" and "time limit" in rows[200]["failure_reason"]
 
@@ -126,13 +134,7 @@ def test_sigint_leaves_no_container_and_resume_completes(cpu_images, docker_clie
 
 def test_out_of_memory_is_a_failed_row(cpu_images, tmp_path):
     """A batch that cannot fit the container's memory limit: that run is an `oom` row, the other completes."""
-    spec = tmp_path / "oom.yaml"
-    text = TINY.read_text().replace("frameworks: [pytorch, tensorflow]", "frameworks: [pytorch]")
-    text = text.replace("train_size: 256", "train_size: 2048").replace("memory: 2g", "memory: 600m")
-    spec.write_text(text + "sweeps:\n  - {name: s, grid: {batch_size: [32, 2048]}}\n")
-    proc = _reproduce(tmp_path, spec)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (bundle,) = _bundles(tmp_path / "results", "tiny")
-    rows = {r["batch_size"]: r for r in pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()}
+    rows = _pytorch_sweep(tmp_path, {"train_size: 256": "train_size: 2048", "memory: 2g": "memory: 600m"},
+                          "batch_size", [32, 2048])
     assert rows[32]["status"] == "ok"
     assert rows[2048]["status"] == "failed" and rows[2048]["failure_reason"].startswith("oom"), rows[2048]
