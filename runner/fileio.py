@@ -1,0 +1,118 @@
+"""The file primitives every part of runner shares (host, data layer and workload alike).
+
+Standard library only, so the workload and `runner.data` may import it. One of each:
+- `sha256_file`: (size, sha256) read in 1 MiB chunks;
+- `write_atomic`: temp file beside the target, fsync, rename; returns (size, sha256);
+- `canonical_json` / `canonical_sha256`: the one canonical JSON form (sorted keys, compact,
+  ASCII, no NaN) that every digest of a document is taken over;
+- `read_bounded`: the bytes of a REGULAR file, at most `max_bytes` of them. A FIFO, a device
+  (`/dev/zero`), a socket or a folder is refused before a byte is read, and the cap is enforced
+  on what is actually read (a device reports size 0), so hostile input costs bounded time and
+  memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunnerError
+
+CHUNK = 1 << 20
+FILE_MODE = 0o644
+
+
+def sha256_file(path: str | Path) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in chunks."""
+    h, size = hashlib.sha256(), 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            size += n
+    return size, h.hexdigest()
+
+
+def write_atomic(path: str | Path, data: bytes | Sequence[bytes | memoryview], fsync: bool = True) -> tuple[int, str]:
+    """Write bytes (or chunks of them, in turn: no joined copy) to a temp file beside `path`, then
+    rename over it; returns (size, sha256). Readers never see a half-written file."""
+    path = Path(path)
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    h, size = hashlib.sha256(), 0
+    try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; results are meant to be read by others
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size, h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, ASCII, NaN refused: the text every document digest is taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def canonical_sha256(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def read_bounded(path: str | Path, max_bytes: int, error: type[RunnerError], *, what: str = "file",
+                 follow_links: bool = True, fix: str | None = None) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; anything else raises `error` (one line).
+
+    The file is opened non-blocking (a FIFO does not hang the open), checked with fstat on the
+    open descriptor (no race between check and read), and read up to `max_bytes + 1` bytes.
+    follow_links=False refuses a symbolic link itself.
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(f"no such {what}", file=path, fix=fix or "check the path") from None
+    except IsADirectoryError:
+        raise error(f"is a folder, not a {what}", file=path, fix=fix or "name a file") from None
+    except OSError as e:
+        if not follow_links and path.is_symlink():
+            raise error(f"is a symbolic link; a {what} must be a plain file", file=path,
+                        fix=fix or "replace the link with a copy of the file") from None
+        raise error(f"cannot be read ({e.strerror})", file=path, fix=fix or "check the path") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise error(f"is {kind}, not a regular {what}", file=path, fix=fix or "name a regular file")
+        os.set_blocking(fd, True)
+        parts, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            raise error(f"is larger than the {max_bytes}-byte limit for a {what}", file=path,
+                        fix=fix or f"a {what} should be far smaller; check that this is the right file")
+        return b"".join(parts)
+    finally:
+        os.close(fd)
