@@ -30,7 +30,8 @@ log "engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVer
 if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   log "debootstrap bookworm -> local/debian:bookworm"
   rootfs=$(mktemp -d /tmp/rootfs.XXXXXX)
-  debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/tmp/debootstrap.log 2>&1 \
+  mirror=$(images/debian-mirror.sh)   # the archive this machine's apt uses; empty: debootstrap's default
+  debootstrap --variant=minbase bookworm "$rootfs" $mirror >/tmp/debootstrap.log 2>&1 \
     || { tail -20 /tmp/debootstrap.log >&2; exit 1; }
   tar -C "$rootfs" -c . | docker import - local/debian:bookworm >/dev/null
   rm -rf "$rootfs"

@@ -15,7 +15,7 @@ set -eu
 
 IMAGE=${1:-local/debian:bookworm-ppc64le}
 SUITE=bookworm
-MIRROR=http://deb.debian.org/debian
+MIRROR=$("$(dirname "$0")/../debian-mirror.sh")   # this machine's apt archive; empty: debootstrap's default
 BINFMT=/proc/sys/fs/binfmt_misc
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -48,7 +48,7 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then
 else
     ROOTFS=$(mktemp -d /tmp/rootfs-ppc64le.XXXXXX)
     trap 'rm -rf "$ROOTFS"' EXIT
-    debootstrap --arch=ppc64el --variant=minbase "$SUITE" "$ROOTFS" "$MIRROR"
+    debootstrap --arch=ppc64el --variant=minbase "$SUITE" "$ROOTFS" $MIRROR   # unquoted: empty means the default
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
     tar --numeric-owner -C "$ROOTFS" -c . | docker import - "$IMAGE"
 fi

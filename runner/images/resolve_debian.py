@@ -46,5 +46,5 @@ def resolve_debian(client: docker.DockerClient, entry: CatalogEntry, base_id: st
     if result.exit_code != 0:
         raise ImageError(f"apt cannot resolve {' '.join(entry.debian)} for {entry.name}: {result.tail(3)}",
                          file=entry.catalog_path, field=f"{entry.field_prefix}.debian",
-                         fix="check the package names and that the container reaches deb.debian.org")
+                         fix="check the package names and that the container reaches the Debian archive")
     return parse_simulation(result.stdout)
