@@ -69,10 +69,6 @@ class EngineError(RunnerError):
     """No container engine reachable, or the engine refused an operation."""
 
 
-class ExecutorError(RunnerError):
-    """The executor (inline, Slurm) could not place a run."""
-
-
 class BundleError(RunnerError):
     """A result bundle that cannot be read (unknown schema, truncated table, unsafe path)."""
 
