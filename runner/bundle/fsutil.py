@@ -1,20 +1,17 @@
-"""Small file-system helpers for bundles: atomic writes with their size and sha256, safe paths."""
+"""Small file-system helpers for bundles: safe member paths, JSON bytes; the atomic writer and
+file hash are runner.fileio's, re-exported here."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runner.errors import BundleError
+from runner.fileio import sha256_file, write_atomic  # noqa: F401 - re-exported: the one implementation
 
-CHUNK = 1 << 20
 PARTIAL_SUFFIX = ".partial"  # a bundle still being written (or interrupted)
-FILE_MODE = 0o644
 
 
 def fsync_dir(path: Path) -> None:
@@ -25,41 +22,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | Sequence[bytes | memoryview], fsync: bool = True) -> tuple[int, str]:
-    """Write bytes (or chunks of them, written in turn: no joined copy of a large file) to a temp
-    file beside `path`, then rename over it; returns (size, sha256)."""
-    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    h, size = hashlib.sha256(), 0
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; results are meant to be read by others
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-                h.update(chunk)
-                size += len(chunk)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return size, h.hexdigest()
-
-
 def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False, default=str) + "\n").encode()
-
-
-def sha256_file(path: Path) -> tuple[int, str]:
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
 
 
 def safe_member(root: Path, rel: str, source: str | Path) -> Path:

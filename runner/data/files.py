@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner import fileio
 from runner.errors import DatasetError
 
 CHUNK = 1 << 20
@@ -36,7 +37,7 @@ def file_digests(path: Path) -> tuple[int, str, str]:
 
 
 def sha256_file(path: Path) -> str:
-    return file_digests(path)[1]
+    return fileio.sha256_file(path)[1]
 
 
 def read_regular_file(path: Path) -> bytes:
