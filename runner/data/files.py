@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner import fileio
+import runner.fileio as fileio
 from runner.errors import DatasetError
 
 CHUNK = 1 << 20
