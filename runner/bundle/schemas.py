@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from runner.telemetry.schema import SAMPLE_FIELDS
 
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2  # 2: bundle.json (the manifest's facts, hashed), host-load columns (ADDED_IN); 1 read
 
 _TYPES: dict[str, pa.DataType] = {
     "string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
@@ -79,6 +79,12 @@ RUNS = _schema("runs", [
     _f("gpu_energy_method", "string", "", "counter | power_integral"),
     _f("throttle_flags", "strings", "", "throttling seen in telemetry: power, thermal, hw_slowdown"),
     _f("telemetry_errors", "int64", "count", "sampling errors counted during the run"),
+    _f("host_other_cpu_mean_pct", "float64", "%", "CPU other processes used while the run ran (host busy less "
+                                                  "the run's own), mean over telemetry; % of all host cores"),
+    _f("host_other_cpu_max_pct", "float64", "%", "the same, highest reading"),
+    _f("host_steal_mean_pct", "float64", "%", "CPU time the hypervisor gave to other guests, mean; % of all "
+                                              "host cores"),
+    _f("host_steal_max_pct", "float64", "%", "the same, highest reading"),
     _f("events_truncated", "bool", "", "the events file ended in a torn line"),
     # environment, repeated on every row so a row stands alone
     _f("framework_version", "string", "", "from the run's run_start event"),
@@ -151,6 +157,25 @@ TELEMETRY = _schema("telemetry", [
 
 TABLES: dict[str, pa.Schema] = {"runs": RUNS, "epochs": EPOCHS, "steps": STEPS, "latency": LATENCY,
                                 "telemetry": TELEMETRY}
+
+
+# Columns added after schema 1, by the version that added them: a bundle of an older version
+# lacks them and is still read (a reader sees them as absent, e.g. "host load not recorded").
+ADDED_IN: dict[tuple[str, str], int] = {
+    **{("runs", c): 2 for c in ("host_other_cpu_mean_pct", "host_other_cpu_max_pct", "host_steal_mean_pct",
+                                "host_steal_max_pct")},
+    **{("telemetry", c): 2 for c in ("host_cpus", "host_cpu_pct", "host_steal_pct", "host_load_1m",
+                                     "other_cpu_pct")},
+}
+
+
+def declared(table: str, version: int = BUNDLE_SCHEMA_VERSION) -> pa.Schema | None:
+    """The columns a bundle of schema `version` declares for `table` (None: not a table)."""
+    schema = TABLES.get(table)
+    if schema is None or version >= BUNDLE_SCHEMA_VERSION:
+        return schema
+    keep = [f for f in schema if ADDED_IN.get((table, f.name), 1) <= version]
+    return pa.schema(keep, metadata=schema.metadata)
 
 
 def unit(schema: pa.Schema, column: str) -> str:

@@ -287,9 +287,11 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
                 image_id=choice.image_id, threads=res["threads"], cpus=res["cpus"], memory=res["memory"],
                 shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"])
 
-            def sampler_factory(target, _docker=choice.image_id is not None):
-                return TelemetrySampler(1.0 / opts.telemetry_hz, container=target if _docker else None,
-                                        pid=None if _docker else target)
+            def sampler_factory(target, _docker=choice.image_id is not None, _gpus=tuple(range(res["gpus"]))):
+                # the run's GPUs: NVML indices 0..N-1, as docker's device request (count=N) assigns them;
+                # the host's CPU load is sampled too, so a busy machine shows in the bundle
+                return TelemetrySampler(1.0 / opts.telemetry_hz, gpus=_gpus, container=target if _docker else None,
+                                        pid=None if _docker else target, host=True)
 
             outcome, samples, telemetry_status = execute_run(engine, request, live.on_event, sampler_factory)
             shutil.copyfile(config, out_dir / "run.json")  # the bundle keeps the config the host wrote

@@ -1,11 +1,17 @@
 """GPU readings through NVML: utilisation, memory, power, energy, temperature, SM clock, throttling.
 
+Only the GPUs a run was given are read, named by NVML index or UUID (a run given N GPUs by the
+docker engine gets NVML indices 0..N-1: docker's NVIDIA device request with a count sets
+NVIDIA_VISIBLE_DEVICES=0,...,N-1). Each row carries the NVML index in `device`, so another
+job's GPU on the same host never adds to a run's energy or utilisation.
+
 A query the GPU does not support is asked once, then skipped (None from then on); any other
 NVML error leaves the field None for that sample and is counted in `errors`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from runner.fingerprint.gpu import load_nvml
@@ -19,7 +25,7 @@ class NvmlUnavailable(Exception):
 class GpuProbe:
     source = "gpu"
 
-    def __init__(self, nvml: Any | None = None) -> None:
+    def __init__(self, devices: Sequence[int | str], nvml: Any | None = None) -> None:
         if nvml is None:
             try:
                 nvml = load_nvml()
@@ -30,21 +36,31 @@ class GpuProbe:
             nvml.nvmlInit()
         except nvml.NVMLError as e:
             raise NvmlUnavailable(f"no NVIDIA driver: {e}") from e
+        if not devices:
+            self.close()
+            raise NvmlUnavailable("the run was given no GPU")
         try:
-            count = nvml.nvmlDeviceGetCount()
-            self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            self.handles = [(self._index(d), self._handle(d)) for d in devices]
         except nvml.NVMLError as e:
             self.close()
-            raise NvmlUnavailable(f"NVML lists no devices: {e}") from e
-        if not self.handles:
-            self.close()
-            raise NvmlUnavailable("the NVIDIA driver reports no GPU")
+            raise NvmlUnavailable(f"NVML does not find the run's GPUs {list(devices)}: {e}") from e
         self.errors = 0
         self.last_error: str | None = None
         self._unsupported: set[str] = set()
         self._throttle_fn = ("nvmlDeviceGetCurrentClocksEventReasons"
                              if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons")
                              else "nvmlDeviceGetCurrentClocksThrottleReasons")
+
+    def _handle(self, device: int | str) -> Any:
+        if isinstance(device, str):
+            return self.nvml.nvmlDeviceGetHandleByUUID(device)
+        return self.nvml.nvmlDeviceGetHandleByIndex(device)
+
+    def _index(self, device: int | str) -> int:
+        """The NVML index of a device given by index or UUID (rows carry the index)."""
+        if isinstance(device, int):
+            return device
+        return int(self.nvml.nvmlDeviceGetIndex(self.nvml.nvmlDeviceGetHandleByUUID(device)))
 
     def _get(self, fn_name: str, *args: Any) -> Any:
         if fn_name in self._unsupported:
@@ -62,7 +78,7 @@ class GpuProbe:
     def sample(self, t: float, elapsed_s: float) -> list[dict[str, Any]]:
         n = self.nvml
         rows = []
-        for index, h in enumerate(self.handles):
+        for index, h in self.handles:
             row = empty_sample(t, elapsed_s, self.source)
             util = self._get("nvmlDeviceGetUtilizationRates", h)
             mem = self._get("nvmlDeviceGetMemoryInfo", h)

@@ -5,15 +5,21 @@ message in `last_error`) and the next tick tries again; readings a source could 
 (an NVML query failing) are added to `errors` at `stop()`. Ticks are scheduled on a fixed grid
 (start + k x interval); a tick that falls behind is skipped rather than bunched up. One last
 reading is taken at `stop()`, so counters (energy) cover the run's end.
+
+GPUs are read only where the run was given some (`gpus`: NVML indices or UUIDs). The host's
+CPU load is read every tick (`host=True`); each host row gets `other_cpu_pct` from the run's
+latest CPU reading (container or process tree), so a busy machine shows in the bundle.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from runner.telemetry.docker_stats import ContainerProbe
+from runner.telemetry.host import HostLoadProbe, attribute_other_load
 from runner.telemetry.nvml import GpuProbe, NvmlUnavailable
 from runner.telemetry.process import ProcessTreeProbe
 
@@ -30,14 +36,16 @@ class Probe(Protocol):
 
 
 class TelemetrySampler:
-    """Samples GPUs (NVML), a container (Docker stats) and/or a process tree (psutil).
+    """Samples GPUs (NVML), a container (Docker stats), a process tree (psutil) and the host's CPU load.
 
+    gpus: the run's GPUs (NVML indices or UUIDs); () = none, nothing read through NVML.
     nvml: "auto" (use NVML if a driver answers), None (no GPU sampling) or a pynvml-like module.
     container: a docker SDK Container, or None. pid: the root of a local process tree, or None.
+    host: read the whole machine's CPU load (busy, steal, load average) each tick.
     """
 
-    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S, *, nvml: Any = AUTO, container: Any = None,
-                 pid: int | None = None) -> None:
+    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S, *, gpus: Sequence[int | str] = (), nvml: Any = AUTO,
+                 container: Any = None, pid: int | None = None, host: bool = True) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.interval_s = interval_s
@@ -48,15 +56,18 @@ class TelemetrySampler:
         self.ticks = 0
         self.sample_seconds = 0.0
         self._probes: list[Probe] = []
-        if nvml is not None:
+        if nvml is not None and gpus:
             try:
-                self._probes.append(GpuProbe(None if nvml == AUTO else nvml))
+                self._probes.append(GpuProbe(gpus, None if nvml == AUTO else nvml))
             except NvmlUnavailable as e:
                 self.unavailable["gpu"] = str(e)
         if container is not None:
             self._probes.append(ContainerProbe(container))
         if pid is not None:
             self._probes.append(ProcessTreeProbe(pid))
+        if host:
+            self._probes.append(HostLoadProbe())  # last: it is told the run's CPU of the same tick
+        self._run_cpu_pct: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -77,10 +88,17 @@ class TelemetrySampler:
         now, elapsed = time.time(), time.monotonic() - self._t0_mono
         for probe in self._probes:
             try:
-                self.samples.extend(probe.sample(now, elapsed))
+                rows = probe.sample(now, elapsed)
             except Exception as e:  # noqa: BLE001 - a sampling error must never reach the run
                 self.errors[probe.source] = self.errors.get(probe.source, 0) + 1
                 self.last_error[probe.source] = f"{type(e).__name__}: {e}"
+                continue
+            for row in rows:
+                if row["source"] in ("container", "process") and row.get("cpu_pct") is not None:
+                    self._run_cpu_pct = row["cpu_pct"]
+                elif row["source"] == "host":
+                    attribute_other_load(row, self._run_cpu_pct)
+            self.samples.extend(rows)
         self.ticks += 1
         self.sample_seconds += time.perf_counter() - start
 

@@ -1,4 +1,4 @@
-"""Reading telemetry back: throttling flags and energy of a run.
+"""Reading telemetry back: throttling flags, energy and host load of a run.
 
 NVML's throttle (clocks event) reasons are a bitmask; the bits are part of NVML's ABI:
     0x04 SW power cap, 0x80 HW power brake            -> "power"
@@ -56,3 +56,19 @@ def gpu_energy_j(samples: Iterable[dict[str, Any]]) -> tuple[float | None, str |
             total += (t1 - t0) * (p0 + p1) / 2
             any_power = True
     return (total, "power_integral") if any_power else (None, None)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def host_load_summary(samples: Iterable[dict[str, Any]]) -> dict[str, float | None]:
+    """The runs-table columns of a run's host load: other processes' CPU (mean, max) and steal (mean, max).
+
+    All are % of all the host's cores; None where no host row recorded the figure.
+    """
+    host = [r for r in samples if r.get("source") == "host"]
+    other = [r["other_cpu_pct"] for r in host if r.get("other_cpu_pct") is not None]
+    steal = [r["host_steal_pct"] for r in host if r.get("host_steal_pct") is not None]
+    return {"host_other_cpu_mean_pct": _mean(other), "host_other_cpu_max_pct": max(other, default=None),
+            "host_steal_mean_pct": _mean(steal), "host_steal_max_pct": max(steal, default=None)}

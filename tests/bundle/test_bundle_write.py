@@ -25,7 +25,7 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def gpu_samples(throttle: list[int]) -> list[dict]:
     nvml = make_fake_nvml([FakeGpu(energy_mj=[10_000, 60_000, 110_000], throttle=throttle)])
-    sampler = TelemetrySampler(interval_s=10.0, nvml=nvml)
+    sampler = TelemetrySampler(interval_s=10.0, gpus=[0], nvml=nvml, host=False)
     for _ in range(3):
         sampler.sample_once()
     return sampler.stop()

@@ -18,6 +18,7 @@ NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
@@ -26,6 +27,7 @@ _NAMES = {
     NVML_ERROR_UNINITIALIZED: ("Uninitialized", "Uninitialized"),
     NVML_ERROR_NOT_SUPPORTED: ("NotSupported", "Not Supported"),
     NVML_ERROR_NO_PERMISSION: ("NoPermission", "Insufficient Permissions"),
+    NVML_ERROR_NOT_FOUND: ("NotFound", "Not Found"),
     NVML_ERROR_DRIVER_NOT_LOADED: ("DriverNotLoaded", "Driver Not Loaded"),
     NVML_ERROR_LIBRARY_NOT_FOUND: ("LibraryNotFound", "NVML Shared Library Not Found"),
     NVML_ERROR_GPU_IS_LOST: ("GpuIsLost", "GPU is lost"),
@@ -152,6 +154,18 @@ def make_fake_nvml(gpus: list[FakeGpu] | None = None, *, driver: bool = True,
         if not 0 <= index < len(gpus):
             raise NVMLError(NVML_ERROR_GPU_IS_LOST)
         return _Struct(index=index)
+
+    @api
+    def nvmlDeviceGetHandleByUUID(uuid):
+        for index, g in enumerate(gpus):
+            if g.uuid == uuid:
+                return _Struct(index=index)
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+    @api
+    def nvmlDeviceGetIndex(h):
+        gpu(h)
+        return h.index
 
     @api
     def nvmlDeviceGetName(h):

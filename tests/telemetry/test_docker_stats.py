@@ -39,12 +39,12 @@ def test_a_busy_container_then_a_removed_one():
     container = client.containers.run(IMAGE, ["sh", "-c", "while :; do :; done"], detach=True,
                                       network_mode="none", mem_limit="256m")
     try:
-        sampler = TelemetrySampler(interval_s=0.25, nvml=None, container=container).start()
+        sampler = TelemetrySampler(interval_s=0.25, nvml=None, container=container, host=False).start()
         time.sleep(4.0)
         rows = sampler.stop()
         assert sampler.cost_per_sample_s is not None and sampler.cost_per_sample_s < 0.01  # never waits
         container.remove(force=True)
-        gone = TelemetrySampler(interval_s=0.1, nvml=None, container=container).start()
+        gone = TelemetrySampler(interval_s=0.1, nvml=None, container=container, host=False).start()
         time.sleep(0.5)
         gone.stop()  # a container that no longer exists: counted, not raised
     finally:

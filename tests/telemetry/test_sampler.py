@@ -29,7 +29,7 @@ def test_process_tree_of_a_real_subprocess():
     proc = subprocess.Popen([sys.executable, "-c", BUSY_WITH_CHILD])
     try:
         time.sleep(0.5)  # let it allocate and start its child
-        sampler = TelemetrySampler(interval_s=0.1, nvml=None, pid=proc.pid).start()
+        sampler = TelemetrySampler(interval_s=0.1, nvml=None, pid=proc.pid, host=False).start()
         assert sampler.sources == ["process"]
         time.sleep(1.2)
         rows = sampler.stop()
@@ -63,7 +63,7 @@ def test_gpus_through_nvml_with_throttling_and_energy():
                     throttle=[0, 0x20, 0x04 | 0x01]),
             FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000001", energy_mj=[5_000_000, 5_100_000, 5_200_000])]
     nvml = make_fake_nvml(gpus)
-    sampler = TelemetrySampler(interval_s=10.0, nvml=nvml)
+    sampler = TelemetrySampler(interval_s=10.0, gpus=[0, 1], nvml=nvml, host=False)
     sampler.sample_once()
     sampler.sample_once()
     sampler.sample_once()
@@ -82,7 +82,7 @@ def test_gpus_through_nvml_with_throttling_and_energy():
 def test_unsupported_and_failing_nvml_fields_never_stop_sampling():
     nvml = make_fake_nvml(unsupported={"nvmlDeviceGetTotalEnergyConsumption"},
                           failing={"nvmlDeviceGetPowerUsage": NVML_ERROR_GPU_IS_LOST})
-    sampler = TelemetrySampler(interval_s=10.0, nvml=nvml)
+    sampler = TelemetrySampler(interval_s=10.0, gpus=[0], nvml=nvml, host=False)
     for _ in range(3):
         sampler.sample_once()
     rows = sampler.stop()
@@ -93,7 +93,7 @@ def test_unsupported_and_failing_nvml_fields_never_stop_sampling():
 
 
 def test_no_driver_means_no_gpu_source():
-    sampler = TelemetrySampler(nvml=make_fake_nvml(driver=False))
+    sampler = TelemetrySampler(gpus=[0], nvml=make_fake_nvml(driver=False), host=False)
     assert sampler.sources == [] and "Driver Not Loaded" in sampler.unavailable["gpu"]
     sampler.start()
     sampler.stop()
