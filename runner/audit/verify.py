@@ -1,24 +1,31 @@
-"""`runner bundle verify`: every byte of a bundle against its manifest, each problem named by file.
+"""`runner bundle verify`: every byte and every fact of a bundle against its manifest, each problem named.
 
 Checks, all of them, reporting every problem rather than stopping at the first:
-- every listed file is there, a plain file (not a link), with the recorded size and sha256;
-- no file is there that the manifest does not list (besides the manifest itself, its
-  signature, and in a published copy the files its RO-Crate lists with their own sha256);
+- every listed file is there, a regular file (lstat: never a link, FIFO or device), with the
+  recorded size and sha256;
+- no file is there that the manifest does not list, besides the manifest, its signature, and
+  in a published copy only the publication files (PUBLICATION: ro-crate-metadata.json,
+  REPRODUCING.md, images/<name>.tar and .tar.sha256), each checked against the sha256 its
+  RO-Crate records. A crate entry anywhere else (code/, runs/, `..`, an absolute path) is a
+  problem and is never read;
 - the manifest has its required fields with the right types, and every run's files are listed;
+- every fact the manifest states agrees with the hashed file it comes from (consistency.py);
 - every table is Parquet with exactly the declared columns and types, names itself and the
   manifest's schema version, and holds the number of rows the manifest says;
+- the bundle digest (`sha256:` + sha256 of the canonical manifest) when one is expected;
 - the detached signature (manifest.json.sig) when there is one, or when a key is given.
 
-A bundle that cannot be read at all (no manifest, a newer schema, a path leading outside the
-bundle) raises BundleError from the reader; one that can be read but fails gives problems.
-Hashing reads in 1 MiB chunks into one reused buffer per thread.
+A bundle that cannot be read at all (no manifest, a manifest that is a link or not JSON, a
+newer schema, a path leading outside the bundle) raises BundleError from the reader; one that
+can be read but fails gives problems. Hashing reads in 1 MiB chunks into one reused buffer per thread.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,12 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.bundle.reader import MANIFEST, read_manifest
-from runner.bundle.schemas import TABLES
+from runner.audit.consistency import fact_disagreements
+from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_manifest
+from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, TABLES, declared
+from runner.errors import BundleError
+from runner.fileio import read_bounded
 
 CHUNK = 1 << 20
 SIGNATURE_FILE = "manifest.json.sig"  # runner.publish.sign.SIGNATURE_FILE (not imported: no crypto here)
 CRATE_FILE = "ro-crate-metadata.json"
+REPRODUCING = "REPRODUCING.md"
+IMAGES_DIR = "images"
+MAX_CRATE_BYTES = 64 * 2**20
+# What a published copy may add to a bundle, each checked against its sha256 in the crate.
+PUBLICATION = re.compile(rf"^(?:{re.escape(REPRODUCING)}|{IMAGES_DIR}/[A-Za-z0-9][A-Za-z0-9._-]*\.tar(?:\.sha256)?)$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "bundle_schema_version": int, "runner_version": str, "created": str, "finalized": str, "experiment": str,
@@ -46,7 +62,7 @@ RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
 @dataclass(frozen=True)
 class Problem:
     path: str
-    kind: str  # changed | missing | extra | link | schema | manifest | signature
+    kind: str  # changed | missing | extra | link | special | schema | manifest | fact | crate | digest | signature
     detail: str
 
     def line(self) -> str:
@@ -62,6 +78,7 @@ class VerifyResult:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     signature: str = "not signed"
+    digest: str = ""  # sha256:<hex> of the canonical manifest: the bundle's content address
 
     @property
     def ok(self) -> bool:
@@ -69,7 +86,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         if self.ok:
-            return f"{self.path}: intact ({self.files} files, {self.bytes / 1e6:.1f} MB checked)"
+            return f"{self.path}: intact ({self.files} files, {self.bytes / 1e6:.1f} MB checked), {self.digest}"
         files = len({p.path for p in self.problems})
         return f"{self.path}: {len(self.problems)} problem(s) in {files} file(s); first: {self.problems[0].line()}"
 
@@ -88,11 +105,10 @@ def hash_file(path: Path, buf: bytearray | None = None) -> tuple[int, str]:
 
 def _check_file(root: Path, entry: dict[str, Any], buffers: dict[int, bytearray]) -> tuple[int, Problem | None]:
     rel = entry["path"]
+    problem = _not_regular(root, rel)
+    if problem is not None:
+        return 0, problem
     full = root / rel
-    if full.is_symlink():
-        return 0, Problem(rel, "link", "is a symbolic link; a bundle holds plain files only")
-    if not full.is_file():
-        return 0, Problem(rel, "missing", "listed in the manifest but not there")
     buf = buffers.setdefault(threading.get_ident(), bytearray(CHUNK))
     try:
         size, sha = hash_file(full, buf)
@@ -105,6 +121,21 @@ def _check_file(root: Path, entry: dict[str, Any], buffers: dict[int, bytearray]
         return size, Problem(rel, "changed", f"content differs: sha256 {sha[:12]}..., the manifest says "
                                              f"{str(entry.get('sha256'))[:12]}... (same size, {size} bytes)")
     return size, None
+
+
+def _not_regular(root: Path, rel: str) -> Problem | None:
+    """A problem unless `rel` is a regular file (lstat: links, FIFOs and devices are never opened)."""
+    try:
+        mode = os.lstat(root / rel).st_mode
+    except FileNotFoundError:
+        return Problem(rel, "missing", "listed but not there")
+    except OSError as e:
+        return Problem(rel, "missing", f"cannot be examined ({e.strerror or e})")
+    if stat.S_ISLNK(mode):
+        return Problem(rel, "link", "is a symbolic link; a bundle holds plain files only")
+    if not stat.S_ISREG(mode):
+        return Problem(rel, "special", "is not a regular file (a folder, FIFO, device or socket); never read")
+    return None
 
 
 def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> list[Problem]:
@@ -153,6 +184,8 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
 
     out = []
     version = str(manifest.get("bundle_schema_version")).encode()
+    manifest_version = manifest.get("bundle_schema_version")
+    manifest_version = manifest_version if isinstance(manifest_version, int) else BUNDLE_SCHEMA_VERSION
     run_ids = None
     for name, info in (manifest.get("tables") or {}).items():
         rel = info.get("path")
@@ -166,17 +199,17 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
             first = (str(e).splitlines() or [type(e).__name__])[0]
             out.append(Problem(rel, "schema", f"cannot be read as Parquet ({first})"))
             continue
-        declared = TABLES.get(name)
-        if declared is None:
+        columns = declared(name, manifest_version)  # an older bundle lacks the columns added since
+        if columns is None:
             out.append(Problem(rel, "schema", f"`{name}` is not a declared table"))
             continue
-        missing = [f.name for f in declared if f.name not in schema.names]
-        extra = [n for n in schema.names if n not in declared.names]
+        missing = [f.name for f in columns if f.name not in schema.names]
+        extra = [n for n in schema.names if n not in columns.names]
         if missing:
             out.append(Problem(rel, "schema", f"lacks the declared columns {missing}"))
         if extra:
             out.append(Problem(rel, "schema", f"has undeclared columns {extra}"))
-        for f in declared:
+        for f in columns:
             if f.name in schema.names and not schema.field(f.name).type.equals(f.type):
                 out.append(Problem(rel, "schema", f"column {f.name} is {schema.field(f.name).type}, "
                                                   f"declared {f.type}"))
@@ -199,34 +232,67 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
     return out
 
 
-def _crate_files(root: Path) -> dict[str, dict[str, Any]]:
-    """Files the RO-Crate of a published copy lists with a sha256 ({path: entity}); {} when not published.
+def _crate_files(root: Path) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """Files the RO-Crate of a published copy lists with a sha256 ({path: entity}) and its problems.
 
-    Those the manifest does not list (REPRODUCING.md, image archives) are checked against it.
+    Nothing is read here but the crate itself (a regular file under a byte cap).
     """
-    crate = root / CRATE_FILE
-    if not crate.is_file() or crate.is_symlink():
-        return {}
+    if not os.path.lexists(root / CRATE_FILE):
+        return {}, []
+    bad = _not_regular(root, CRATE_FILE)
+    if bad is not None:
+        return {}, [bad]
     try:
-        graph = json.loads(crate.read_text(encoding="utf-8")).get("@graph", [])
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return {}
+        doc = load_json_bytes(read_bounded(root / CRATE_FILE, MAX_CRATE_BYTES, BundleError, what="RO-Crate",
+                                           follow_links=False), root / CRATE_FILE)
+    except BundleError as e:
+        return {}, [Problem(CRATE_FILE, "crate", e.message)]
+    graph = doc.get("@graph") if isinstance(doc, dict) else None
+    if not isinstance(graph, list):
+        return {}, [Problem(CRATE_FILE, "crate", "has no @graph list")]
     out = {}
-    for e in graph if isinstance(graph, list) else []:
+    for e in graph:
         if not isinstance(e, dict) or not isinstance(e.get("@id"), str) or "sha256" not in e:
             continue
         types = e.get("@type")
         if types == "File" or (isinstance(types, list) and "File" in types):
             out[e["@id"]] = e
-    return out
+    return out, []
 
 
-def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int | None = None) -> VerifyResult:
+def _publication_problems(root: Path, crate: dict[str, dict[str, Any]], listed: set[str],
+                          result: VerifyResult) -> set[str]:
+    """Check the files a published copy adds against the crate; returns the ones examined."""
+    verified = set()
+    for rel, entity in sorted(crate.items()):
+        if rel in listed or rel == MANIFEST:  # covered by the manifest (and its signature), not by the crate
+            continue
+        if not PUBLICATION.match(rel):
+            result.problems.append(Problem(rel, "crate", f"listed only in {CRATE_FILE}; a published copy may add "
+                                                         f"only {REPRODUCING} and {IMAGES_DIR}/*.tar(.sha256) "
+                                                         "(not read)"))
+            continue
+        verified.add(rel)  # examined here, whatever the outcome: not "extra" as well
+        problem = _not_regular(root, rel)
+        if problem is not None:
+            result.problems.append(problem)
+            continue
+        size, sha = hash_file(root / rel)
+        if sha != entity.get("sha256") or size != entity.get("contentSize"):
+            result.problems.append(Problem(rel, "changed", "differs from the sha256 in " + CRATE_FILE))
+            continue
+        result.notes.append(f"{rel}: publication file, checked against {CRATE_FILE} "
+                            "(not covered by the manifest or its signature)")
+    return verified
+
+
+def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int | None = None,
+                  expect_digest: str | None = None) -> VerifyResult:
     """Verify a finished bundle; raises BundleError only when it cannot be read at all."""
     root = Path(path)
     start = time.perf_counter()
-    manifest = read_manifest(root)  # refuses: not a bundle, newer schema, unsafe paths
-    result = VerifyResult(root)
+    manifest = read_manifest(root)  # refuses: not a bundle, a linked manifest, newer schema, unsafe paths
+    result = VerifyResult(root, digest=bundle_digest(manifest))
     entries = manifest["files"]
     listed = {e["path"] for e in entries}
     buffers: dict[int, bytearray] = {}
@@ -240,30 +306,32 @@ def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int
         if problem is not None:
             result.problems.append(problem)
             bad.add(entry["path"])
-    publication = _crate_files(root)
-    for rel, entity in sorted(publication.items()):
-        if rel in listed or rel == MANIFEST:  # the manifest is covered by its signature, not by the crate
-            continue
-        full = root / rel
-        if full.is_file() and not full.is_symlink():
-            size, sha = hash_file(full)
-            if sha != entity.get("sha256") or size != entity.get("contentSize"):
-                result.problems.append(Problem(rel, "changed", "differs from the sha256 in " + CRATE_FILE))
-            else:
-                result.notes.append(f"{rel}: publication file, checked against {CRATE_FILE} "
-                                    "(not covered by the manifest or its signature)")
-    allowed = {MANIFEST, SIGNATURE_FILE} | ({CRATE_FILE} if publication else set()) | set(publication)
-    for dirpath, dirnames, filenames in os.walk(root):
+    crate, crate_problems = _crate_files(root)
+    result.problems.extend(crate_problems)
+    publication = _publication_problems(root, crate, listed, result)
+    allowed = {MANIFEST, SIGNATURE_FILE} | ({CRATE_FILE} if os.path.lexists(root / CRATE_FILE) else set())
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows links
         base = Path(dirpath)
         for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
             rel = (base / name).relative_to(root).as_posix()
-            if rel in listed or rel in allowed:
+            if rel in listed or rel in publication:
+                continue
+            if rel in allowed:
+                extra = _not_regular(root, rel)
+                if extra is not None:
+                    result.problems.append(extra)
                 continue
             kind = "link" if (base / name).is_symlink() else "extra"
             result.problems.append(Problem(rel, kind, "not listed in the manifest"))
     result.problems.extend(_manifest_problems(manifest, listed))
     result.problems.extend(_table_problems(root, manifest, bad))
-    sig_present = (root / SIGNATURE_FILE).is_file()
+    disagreements, notes = fact_disagreements(root, manifest, listed, listed - bad)
+    result.problems.extend(Problem(MANIFEST, "fact", f"`{name}` is {detail}") for name, detail in disagreements)
+    result.notes.extend(notes)
+    if expect_digest is not None and expect_digest != result.digest:
+        result.problems.append(Problem(MANIFEST, "digest", f"the bundle digest is {result.digest}, "
+                                                           f"expected {expect_digest}"))
+    sig_present = os.path.lexists(root / SIGNATURE_FILE)
     if sig_present or public_key is not None:
         from runner.publish.sign import check_signature
 

@@ -16,12 +16,25 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner.bundle.fsutil import PARTIAL_SUFFIX, safe_member, sha256_file
-from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, TABLES
-from runner.errors import BundleError
+from runner.bundle.fsutil import PARTIAL_SUFFIX, safe_member
+from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared
+from runner.errors import BundleError, RunnerError
+from runner.fileio import canonical_sha256, read_bounded
 
 MANIFEST = "manifest.json"
+FACTS_FILE = "bundle.json"  # schema 2+: every manifest field but `files`, itself listed (hashed) in `files`
+FACTS_SINCE = 2  # the bundle schema that introduced FACTS_FILE
 MAX_MANIFEST_BYTES = 256 * 2**20
+
+
+def bundle_digest(manifest: dict[str, Any]) -> str:
+    """The bundle's content address: sha256 over its canonical manifest (which hashes every file)."""
+    return "sha256:" + canonical_sha256(manifest)
+
+
+def manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What FACTS_FILE holds: the manifest without its file list."""
+    return {k: v for k, v in manifest.items() if k != "files"}
 
 
 @dataclass(frozen=True)
@@ -53,16 +66,14 @@ def read_manifest(path: str | Path, *, check_entries: bool = True) -> dict[str, 
     if not root.is_dir():
         raise BundleError("is not a bundle folder", file=root, fix="give the folder `runner reproduce` printed")
     mpath = root / MANIFEST
-    if not mpath.is_file():
+    if not mpath.is_file() and not mpath.is_symlink():
         fix = ("it is an interrupted bundle: resume it with --resume, or remove it"
                if root.name.endswith(PARTIAL_SUFFIX) else "give a finished bundle folder")
         raise BundleError("has no manifest.json (not a finished bundle)", file=root, fix=fix)
-    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleError("is too large to be a manifest", file=mpath)
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(f"is not valid JSON ({e})", file=mpath, fix="the bundle is corrupt") from None
+    # lstat-level: a link (to another bundle's manifest, or anywhere) is refused, never followed
+    data = read_bounded(mpath, MAX_MANIFEST_BYTES, BundleError, what="manifest", follow_links=False,
+                        fix="a bundle's manifest.json is a plain file; restore the bundle from a good copy")
+    manifest = load_json_bytes(data, mpath)
     if not isinstance(manifest, dict):
         raise BundleError("is not a JSON object", file=mpath)
     version = manifest.get("bundle_schema_version")
@@ -89,6 +100,20 @@ def read_manifest(path: str | Path, *, check_entries: bool = True) -> dict[str, 
     return manifest
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json_bytes(data: bytes, path: Path, error: type[RunnerError] = BundleError) -> Any:
+    """JSON from a bundle file: NaN/Infinity and nesting too deep to parse are one-line refusals."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise error("nests JSON too deeply to be a bundle document", file=path, fix="the bundle is corrupt") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"is not valid JSON ({str(e)[:120]})", file=path, fix="the bundle is corrupt") from None
+
+
 def _check_files(root: Path, manifest: dict[str, Any]) -> None:
     mpath = root / MANIFEST
     for entry in manifest["files"]:
@@ -101,7 +126,7 @@ def _check_files(root: Path, manifest: dict[str, Any]) -> None:
                               file=full, fix="restore the bundle from a good copy")
 
 
-def _read_table(root: Path, name: str, rel: str) -> pa.Table:
+def _read_table(root: Path, name: str, rel: str, version: int = BUNDLE_SCHEMA_VERSION) -> pa.Table:
     full = root / rel
     try:
         table = pq.read_table(full)
@@ -109,12 +134,12 @@ def _read_table(root: Path, name: str, rel: str) -> pa.Table:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BundleError(f"cannot be read as Parquet (truncated or corrupt: {first})", file=full,
                           fix="restore the bundle from a good copy") from None
-    declared = TABLES.get(name)
-    if declared is not None:
-        missing = [f.name for f in declared if f.name not in table.schema.names]
+    columns = declared(name, version)  # an older bundle lacks the columns added since
+    if columns is not None:
+        missing = [f.name for f in columns if f.name not in table.schema.names]
         if missing:
             raise BundleError(f"lacks the declared columns {missing}", file=full, field=name)
-        for f in declared:
+        for f in columns:
             if not table.schema.field(f.name).type.equals(f.type):
                 raise BundleError(f"column {f.name} is {table.schema.field(f.name).type}, declared {f.type}",
                                   file=full, field=name)
@@ -128,28 +153,13 @@ def read_bundle(path: str | Path, tables: list[str] | None = None) -> Bundle:
     _check_files(root, manifest)
     wanted = manifest["tables"] if tables is None else {n: manifest["tables"][n] for n in tables
                                                         if n in manifest["tables"]}
-    loaded = {name: _read_table(root, name, info["path"]) for name, info in wanted.items()}
+    version = manifest["bundle_schema_version"]
+    loaded = {name: _read_table(root, name, info["path"], version) for name, info in wanted.items()}
     return Bundle(root, manifest, loaded)
 
 
 def verify_bundle(path: str | Path) -> list[str]:
-    """Problems found by re-hashing every listed file and looking for unlisted ones; [] when intact."""
-    root = Path(path)
-    manifest = read_manifest(root)
-    problems = []
-    listed = set()
-    for entry in manifest["files"]:
-        rel = entry["path"]
-        listed.add(rel)
-        full = root / rel
-        if not full.is_file():
-            problems.append(f"{rel}: missing")
-            continue
-        size, sha = sha256_file(full)
-        if size != entry["size"] or sha != entry.get("sha256"):
-            problems.append(f"{rel}: content differs from the manifest (size {size}, sha256 {sha[:12]}...)")
-    for full in sorted(root.rglob("*")):
-        rel = full.relative_to(root).as_posix()
-        if (full.is_file() or full.is_symlink()) and rel not in listed and rel != MANIFEST:
-            problems.append(f"{rel}: not listed in the manifest")
-    return problems
+    """Every problem `runner bundle verify` finds, one line each; [] when intact (runner.audit.verify)."""
+    from runner.audit.verify import verify_bundle as full_verify
+
+    return [p.line() for p in full_verify(path).problems]

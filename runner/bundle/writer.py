@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 import runner
 from runner.bundle.events import EventLog, parse_events, read_events
 from runner.bundle.fsutil import PARTIAL_SUFFIX, fsync_dir, json_bytes, sha256_file, write_atomic
+from runner.bundle.reader import FACTS_FILE
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, RUNS, TABLES, table_from_rows
 from runner.bundle.summary import FAILED, NOT_RUN, OK, run_rows
 from runner.errors import BundleError
@@ -50,7 +51,7 @@ from runner.fingerprint.code import CodeFile, code_fingerprint, workload_files
 from runner.fingerprint.gpu import gpu_summary
 from runner.fingerprint.host import host_summary
 from runner.fingerprint.redact import Redaction, recorded_environment
-from runner.telemetry.summary import gpu_energy_j, throttle_flags
+from runner.telemetry.summary import gpu_energy_j, host_load_summary, throttle_flags
 
 if TYPE_CHECKING:  # the writer only reads attributes; pydantic stays unimported for readers
     from runner.spec.plan import Plan, Run
@@ -214,6 +215,7 @@ class BundleWriter:
             image_id=image_id, engine=env.get("engine"), dataset_sha256=env.get("dataset_sha256"),
             gpu_energy_j=energy, gpu_energy_method=method, throttle_flags=throttle_flags(samples),
             telemetry_errors=sum((tstatus.get("errors") or {}).values()) if telemetry_status else None,
+            **host_load_summary(samples),
         )
         summary = self.redaction(summary)
 
@@ -386,11 +388,17 @@ class BundleWriter:
         return pa.concat_tables([pq.read_table(p) for p in paths]).cast(TABLES[name])
 
     def _manifest(self, tables: dict[str, Any]) -> dict[str, Any]:
-        files = dict(self.state["files"])
         for path in sorted(self.partial.rglob("*")):  # anything not written through _write
             rel = path.relative_to(self.partial).as_posix()
-            if path.is_file() and rel not in files and rel != "manifest.json":
-                files[rel] = list(sha256_file(path))
+            if path.is_file() and rel not in self.state["files"] and rel not in ("manifest.json", FACTS_FILE):
+                self.state["files"][rel] = list(sha256_file(path))
+        facts = self._facts(tables)  # hashed like any file, so no manifest fact escapes the digest
+        self._write(FACTS_FILE, json_bytes(facts))
+        files = dict(self.state["files"])
+        return {**facts, "files": [{"path": rel, "size": files[rel][0], "sha256": files[rel][1]}
+                                   for rel in sorted(files)]}
+
+    def _facts(self, tables: dict[str, Any]) -> dict[str, Any]:
         runs = []
         for planned in self.state["plan"]:
             rec = self.state["runs"].get(planned["run_id"])
@@ -414,7 +422,6 @@ class BundleWriter:
             "redacted": self.state["redacted"],
             "runs": runs,
             "tables": tables,
-            "files": [{"path": rel, "size": files[rel][0], "sha256": files[rel][1]} for rel in sorted(files)],
             "fingerprint": {
                 "host": host_summary(self._environment("host")),
                 "gpu": gpu_summary(self._environment("gpu")),

@@ -136,7 +136,7 @@ def test_manifest_fields_are_checked(bundle):
 def test_a_manifest_claiming_different_rows_is_caught(bundle):
     edit_manifest(bundle, lambda m: m["tables"]["epochs"].update(rows=999))
     found = verify_bundle(bundle).problems
-    assert [(p.path, p.kind) for p in found] == [("tables/epochs.parquet", "schema")]
+    assert [(p.path, p.kind) for p in found] == [("tables/epochs.parquet", "schema"), ("manifest.json", "fact")]
 
 
 def test_unreadable_bundles_raise_a_one_line_bundle_error(bundle, tmp_path):
@@ -173,7 +173,7 @@ def test_signatures(bundle, tmp_path, cli_reg):
     assert [(p.path, p.kind) for p in wrong] == [("manifest.json.sig", "signature")]
 
     # edit the manifest (here: hide a file from it) without signing again
-    edit_manifest(bundle, lambda m: m["files"].pop(0))
+    edit_manifest(bundle, lambda m: m["files"].remove(next(e for e in m["files"] if e["path"].startswith("code/"))))
     found = problems_by_file(bundle, public_key=public)
     assert found["manifest.json.sig"] == ["signature"]
     assert "extra" in next(iter(v for k, v in found.items() if k.startswith("code/")))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.bundle.reader import read_bundle, verify_bundle
+from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION
 from runner.bundle.writer import BundleWriter
 from runner.errors import BundleError
 from runner.fingerprint.redact import Redaction
@@ -50,7 +51,7 @@ def refusal(path, match: str) -> BundleError:
 
 def test_reads_back(bundle):
     b = read_bundle(bundle)
-    assert b.runs.num_rows == 2 and b.schema_version == 1
+    assert b.runs.num_rows == 2 and b.schema_version == BUNDLE_SCHEMA_VERSION
     assert set(read_bundle(bundle, tables=["runs"]).tables) == {"runs"}
     assert b.file("spec.yaml").is_file()
 
@@ -110,5 +111,5 @@ def test_verify_finds_changed_and_unlisted_files(bundle):
     log.write_text(log.read_text() + "x")
     (bundle / "extra.txt").write_text("?")
     problems = verify_bundle(bundle)
-    assert any(p.startswith(f"logs/{log.name}: content differs") for p in problems)
-    assert "extra.txt: not listed in the manifest" in problems
+    assert any(p.startswith(f"logs/{log.name}: changed:") for p in problems)
+    assert "extra.txt: extra: not listed in the manifest" in problems
