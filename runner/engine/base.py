@@ -51,9 +51,11 @@ class RunRequest:
     shm: str = "1g"
     gpus: int = 0
     time_limit_s: int | None = None
+    weights_path: Path | None = None  # pretrained .npz (sha256 already checked), mounted read-only
 
-    def argv(self, config: str, data: str, out: str) -> list[str]:
-        return ["-m", "runner.workload", "run", "--config", config, "--data", data, "--out", out]
+    def argv(self, config: str, data: str, out: str, weights: str | None = None) -> list[str]:
+        argv = ["-m", "runner.workload", "run", "--config", config, "--data", data, "--out", out]
+        return argv + ["--weights", weights] if weights is not None else argv
 
 
 @dataclass

@@ -8,11 +8,14 @@ always removed, also on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from pathlib import Path
 
-from runner.engine.base import RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.base import STOP_GRACE_S, RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.docker_client import short_reason, api_errors
 from runner.errors import EngineError
 
 LABEL_BUNDLE = "io.runner.bundle"
@@ -20,6 +23,7 @@ LABEL_RUN = "io.runner.run"
 UNPRIVILEGED_UID = 65534  # "nobody": used when the host user is root, so nothing runs as root inside
 
 CODE_MOUNT, DATA_MOUNT, OUT_MOUNT, CONFIG_MOUNT = "/opt/runner", "/data", "/out", "/run/runner.json"
+WEIGHTS_MOUNT = "/weights/pretrained.npz"
 
 
 def container_user() -> tuple[int, int]:
@@ -49,46 +53,105 @@ class DockerRun:
 
     def poll(self) -> int | None:
         if self._exit is None:
-            self._container.reload()
+            with api_errors(f"asking the engine about container {self._container.short_id}"):
+                self._container.reload()
             state = self._container.attrs["State"]
             if state["Status"] in ("exited", "dead"):
                 self._exit = int(state["ExitCode"])
         return self._exit
 
     def kill(self, reason: str) -> None:
-        self._killed = self._killed or reason
-        try:
-            self._container.stop(timeout=5)  # SIGTERM: the workload records run_end "interrupted"
-        except Exception:  # noqa: BLE001 - already gone is fine
-            pass
+        """SIGTERM (the workload records run_end "interrupted"), SIGKILL after the grace period.
 
-    def finish(self) -> RunOutcome:
+        A container already gone is fine; any other engine error is raised as EngineError.
+        """
         import docker.errors
 
-        try:
-            result = self._container.wait()
-            exit_code = int(result.get("StatusCode", -1))
-            self._container.reload()
-            oom = bool(self._container.attrs["State"].get("OOMKilled"))
-            log = self._container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-        finally:
+        self._killed = self._killed or reason
+        with api_errors(f"stopping container {self._container.short_id}"):
             try:
-                self._container.remove(force=True)
+                self._container.stop(timeout=int(math.ceil(self._engine.stop_grace_s)))
             except docker.errors.NotFound:
-                pass
+                pass  # already removed
+
+    def finish(self) -> RunOutcome:
+        """Wait (bounded) for the exit, collect the log, always remove the container."""
+        try:
+            exit_code = self._wait()
+            with api_errors(f"reading container {self._container.short_id}"):
+                self._container.reload()
+                oom = bool(self._container.attrs["State"].get("OOMKilled"))
+                log = self._container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        finally:
+            left = self._remove()
             if os.getuid() == 0:
                 _chown_tree(self._request.out_dir, 0, 0)
-        return RunOutcome(exit_code=exit_code, reason=classify_exit(exit_code, self._killed, oom), log=log,
+        reason = classify_exit(exit_code, self._killed, oom)
+        if left:
+            reason = f"{reason or 'ok'}; {left}"
+        return RunOutcome(exit_code=exit_code, reason=reason, log=log,
                           wall_s=time.monotonic() - self._started, container_id=self._container.id,
                           extra={"oom_killed": oom})
+
+    def _wait(self) -> int:
+        """The exit code. A container still running after the grace period is killed (SIGKILL),
+        and the run's reason says so; one that survives SIGKILL too is an EngineError."""
+        import docker.errors
+
+        grace = self._engine.stop_grace_s
+        code = self._wait_once(grace)
+        if code is not None:
+            return code
+        note = f"still running {grace:g} s after it should have ended: killed (SIGKILL)"
+        self._killed = f"{self._killed}; {note}" if self._killed else note
+        with api_errors(f"killing container {self._container.short_id}"):
+            try:
+                self._container.kill()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                if e.status_code != 409:  # 409: not running any more
+                    raise
+        code = self._wait_once(grace)
+        if code is None:
+            raise EngineError(f"container {self._container.short_id} did not exit {grace:g} s after SIGKILL",
+                              fix="check the engine (`docker ps`, `runner doctor`); remove it with docker rm -f")
+        return code
+
+    def _wait_once(self, timeout: float) -> int | None:
+        """The exit code, or None when the container is still running after `timeout` seconds."""
+        import requests.exceptions
+
+        with api_errors(f"waiting for container {self._container.short_id}"):
+            try:
+                result = self._container.wait(timeout=timeout)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as e:
+                if "timed out" not in str(e).lower():
+                    raise  # the engine is gone: api_errors makes it an EngineError
+                return None
+        return int(result.get("StatusCode", -1))
+
+    def _remove(self) -> str | None:
+        """Remove the container; a note for the run's reason when the engine refused."""
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            self._container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+            return f"container {self._container.short_id} could not be removed ({short_reason(e)})"
+        return None
 
 
 class DockerEngine:
     name = "docker"
     isolated = True
 
-    def __init__(self, client) -> None:
+    def __init__(self, client, stop_grace_s: float = STOP_GRACE_S) -> None:
         self.client = client
+        self.stop_grace_s = stop_grace_s  # SIGTERM -> SIGKILL, and how long finish() waits for an exit
 
     def describe(self) -> dict:
         version = self.client.version()
@@ -108,7 +171,8 @@ class DockerEngine:
         kwargs = {
             "image": request.image_id,
             "entrypoint": ["python3"],
-            "command": request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT),
+            "command": request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT,
+                                    WEIGHTS_MOUNT if request.weights_path is not None else None),
             "detach": True,
             "user": f"{uid}:{gid}",
             "network_mode": "none",
@@ -130,14 +194,22 @@ class DockerEngine:
                 str(request.out_dir.resolve()): {"bind": OUT_MOUNT, "mode": "rw"},
             },
         }
+        if request.weights_path is not None:
+            kwargs["volumes"][str(request.weights_path.resolve())] = {"bind": WEIGHTS_MOUNT, "mode": "ro"}
+        kwargs.pop("detach")
+        with api_errors(f"creating the container of run {request.run_id}", fix="check `runner doctor`"):
+            try:
+                container = self.client.containers.create(**{k: v for k, v in kwargs.items() if v is not None})
+            except docker.errors.ImageNotFound:
+                raise EngineError(f"image {request.image_id} is not on this engine",
+                                  fix="runner images build (or runner images import)") from None
         try:
-            container = self.client.containers.run(**{k: v for k, v in kwargs.items() if v is not None})
-        except docker.errors.ImageNotFound:
-            raise EngineError(f"image {request.image_id} is not on this engine",
-                              fix="runner images build (or runner images import)") from None
-        except docker.errors.APIError as e:
-            raise EngineError(f"the engine refused to start run {request.run_id}: {e.explanation or e}",
-                              fix="check `runner doctor`") from None
+            with api_errors(f"starting the container of run {request.run_id}", fix="check `runner doctor`"):
+                container.start()
+        except EngineError:
+            with contextlib.suppress(docker.errors.DockerException, OSError):
+                container.remove(force=True)  # created, never started: leave nothing behind
+            raise
         return DockerRun(self, request, container)
 
 

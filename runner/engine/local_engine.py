@@ -68,7 +68,8 @@ class LocalEngine:
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [self.python, *request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir))],
+                [self.python, *request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir),
+                                            None if request.weights_path is None else str(request.weights_path))],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=request.out_dir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
             )

@@ -11,20 +11,51 @@ Conventions worth knowing (they differ between frameworks):
   `weight_decay=`); `decoupled` shrinks weights by `lr * weight_decay * w` (AdamW style).
 - Optimizer formulas are the canonical ones in docs/models.md, implemented identically in
   every framework.
+
+One schema: the workload's run-config dataclasses (ModelConfig, OptimConfig, ScheduleConfig,
+the harness's readers, augmentation ops) decide what a run may be; the planner runs them on
+every distinct run (runner.spec.check). Where a field here maps onto a dataclass field, its
+default is read from that dataclass. Numbers are bounded (runner.spec.limits) so every value
+fits the bundle columns it lands in; floats must be finite.
 """
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runner.spec.limits import (
+    INT32_MAX,
+    MAX_BATCH,
+    MAX_CLASSES,
+    MAX_EPOCHS,
+    MAX_NAME_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_SYNTHETIC_IMAGES,
+    MAX_TEXT_CHARS,
+    MAX_WIDTH,
+)
+from runner.workload.models.config import ModelConfig
+from runner.workload.optim import OptimConfig
+from runner.workload.schedule import ScheduleConfig
 
 
 class Strict(BaseModel):
     """Base: unknown keys are errors, values are not coerced across types silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """A workload dataclass's field defaults: the one source of the defaults mapped here."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+_MODEL, _OPT, _SCHEDULE = _defaults(ModelConfig), _defaults(OptimConfig), _defaults(ScheduleConfig)
 
 
 class Framework(StrEnum):
@@ -58,8 +89,16 @@ class OptimizerName(StrEnum):
     rmsprop = "rmsprop"
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0, le=INT32_MAX)]
+NonNegInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
+EpochCount = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH)]
+Steps = Annotated[int, Field(gt=0, le=MAX_STEPS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+Images = Annotated[int, Field(gt=0, le=MAX_SYNTHETIC_IMAGES)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -70,21 +109,22 @@ NUM_CLASSES = {DatasetName.cifar10: 10, DatasetName.cifar100: 100, DatasetName.i
 class SyntheticData(Strict):
     """Learnable synthetic data written in the official on-disk format of `like`."""
 
-    train_size: PositiveInt = 2000
-    test_size: PositiveInt = 500
-    seed: NonNegInt = 0
+    train_size: Images = 2000
+    test_size: Images = 500
+    seed: Seed = 0
 
 
 class Dataset(Strict):
     name: DatasetName
     path: str | None = Field(
-        default=None, description="Folder or archive, relative to --data-root unless absolute."
+        default=None, max_length=4096, description="Folder or archive, relative to --data-root unless absolute."
     )
     sha256: str | None = Field(
         default=None, description="Root hash of the dataset's per-file manifest (runner data verify)."
     )
     synthetic: SyntheticData | None = None
-    num_classes: PositiveInt | None = None
+    num_classes: Annotated[int, Field(gt=0, le=MAX_CLASSES)] | None = Field(
+        None, description="must equal the dataset's own class count (the workload checks the data)")
 
     @field_validator("sha256")
     @classmethod
@@ -101,6 +141,10 @@ class Dataset(Strict):
             raise ValueError("give either `path` or `synthetic`, not both")
         if self.synthetic is not None and self.name is DatasetName.imagenet:
             raise ValueError("synthetic data exists for cifar10 and cifar100 only")
+        if self.num_classes is not None and self.num_classes != NUM_CLASSES[self.name]:
+            raise ValueError(f"num_classes {self.num_classes} differs from the {NUM_CLASSES[self.name]} classes "
+                             f"of {self.name.value}; the workload refuses data with another class count "
+                             "(remove num_classes)")
         return self
 
     @property
@@ -109,21 +153,42 @@ class Dataset(Strict):
 
 
 class BatchNorm(Strict):
-    momentum: Probability = Field(0.1, description="PyTorch convention: weight of the new batch statistic")
-    epsilon: PositiveFloat = 1e-5
+    momentum: Probability = Field(_MODEL["bn_momentum"],
+                                  description="PyTorch convention: weight of the new batch statistic")
+    epsilon: PositiveFloat = _MODEL["bn_epsilon"]
+
+
+class Pretrained(Strict):
+    """Weights to start from, pinned by the sha256 of the canonical .npz (`runner weights import`).
+
+    The hash is the identity; `path` is only where to look first (relative to --data-root unless
+    absolute; default `<data-root>/weights/<sha256>.npz`). Every model tensor comes from the file
+    except those under a `skip` prefix (e.g. a new classifier), which keep the seeded init.
+    """
+
+    sha256: str
+    path: str | None = None
+    skip: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex64(cls, v: str) -> str:
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("must be 64 lowercase hex characters (the sha256 `runner weights import` printed)")
+        return v
 
 
 class Model(Strict):
     name: ModelName
     stem: Literal["imagenet", "cifar"] | None = Field(None, description="resnet50 only")
     layout: Literal["imagenet", "cifar"] | None = Field(None, description="alexnet only")
-    input_size: PositiveInt = 32
+    input_size: Width = _MODEL["input_size"]
     batch_norm: BatchNorm = BatchNorm()
-    dropout: Probability = 0.5
-    init: Literal["he_normal_fan_out", "he_uniform", "glorot_uniform"] = "he_normal_fan_out"
-    zero_init_residual: bool = False
-    classifier: list[PositiveInt] | None = Field(None, description="hidden widths of the classifier")
-    pretrained: str | None = Field(None, description="canonical weights (.npz) to start from")
+    dropout: Probability = _MODEL["dropout"]
+    init: Literal["he_normal_fan_out", "he_uniform", "glorot_uniform"] = _MODEL["init"]
+    zero_init_residual: bool = _MODEL["zero_init_residual"]
+    classifier: list[Width] | None = Field(None, description="hidden widths of the classifier")
+    pretrained: Pretrained | None = Field(None, description="canonical weights (.npz) to start from, by sha256")
     freeze: list[str] = Field(default_factory=list, description="layer-name prefixes not trained")
 
     @model_validator(mode="after")
@@ -140,28 +205,34 @@ class Model(Strict):
 
 
 class Optimizer(Strict):
-    """Every parameter of every optimizer, explicit. Only those of `recipe.optimizer` are used."""
+    """Every parameter of every optimizer, explicit. Only those of `recipe.optimizer` are used.
 
-    momentum: NonNegFloat = 0.9
-    nesterov: bool = False
-    dampening: NonNegFloat = 0.0
-    beta1: Probability = 0.9
-    beta2: Probability = 0.999
-    adam_epsilon: PositiveFloat = 1e-8
-    amsgrad: bool = False
-    rho: Probability = 0.9
-    rmsprop_epsilon: PositiveFloat = 1e-7
-    rmsprop_momentum: NonNegFloat = 0.0
-    centered: bool = False
+    Defaults are OptimConfig's (PyTorch's): `momentum` and `rmsprop_momentum` both become
+    OptimConfig.momentum, `adam_epsilon` and `rmsprop_epsilon` both OptimConfig.epsilon.
+    """
+
+    momentum: NonNegFloat = _OPT["momentum"]
+    nesterov: bool = _OPT["nesterov"]
+    dampening: NonNegFloat = _OPT["dampening"]
+    beta1: Probability = _OPT["beta1"]
+    beta2: Probability = _OPT["beta2"]
+    adam_epsilon: PositiveFloat = _OPT["epsilon"]
+    amsgrad: bool = _OPT["amsgrad"]
+    rho: Probability = _OPT["rho"]
+    rmsprop_epsilon: PositiveFloat = _OPT["epsilon"]
+    rmsprop_momentum: NonNegFloat = _OPT["momentum"]
+    centered: bool = _OPT["centered"]
 
 
 class Schedule(Strict):
-    name: Literal["constant", "step", "multistep", "cosine"] = "constant"
-    step_size: PositiveInt | None = None
-    gamma: PositiveFloat = 0.1
-    milestones: list[PositiveInt] = Field(default_factory=list)
-    warmup_epochs: NonNegInt = 0
-    min_lr: NonNegFloat = 0.0
+    name: Literal["constant", "step", "multistep", "cosine"] = _SCHEDULE["name"]
+    step_size: Epochs | None = _SCHEDULE["step_size"]
+    gamma: PositiveFloat = _SCHEDULE["gamma"]
+    milestones: list[Epochs] = Field(default_factory=list)
+    warmup_epochs: EpochCount = _SCHEDULE["warmup_epochs"]
+    min_lr: NonNegFloat = _SCHEDULE["min_lr"]
+    granularity: Literal["epoch", "step"] = Field(_SCHEDULE["granularity"],
+                                                  description="cosine: recompute the lr per epoch or per step")
 
     @model_validator(mode="after")
     def _complete(self) -> Schedule:
@@ -189,7 +260,8 @@ class Brightness(Strict):
 
 class Resize(Strict):
     op: Literal["resize"]
-    size: PositiveInt
+    size: Width
+    method: Literal["bilinear", "nearest"] = "bilinear"
 
 
 Augmentation = Annotated[RandomCrop | HorizontalFlip | Brightness | Resize, Field(discriminator="op")]
@@ -203,8 +275,8 @@ class Normalize(Strict):
 class Recipe(Strict):
     """The training recipe. Fields named in a sweep's `grid` may take a list there."""
 
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    epochs: Epochs
+    batch_size: BatchSize
     optimizer: OptimizerName
     lr: PositiveFloat
     optimizer_params: Optimizer = Optimizer()
@@ -219,22 +291,23 @@ class Recipe(Strict):
     augmentation: list[Augmentation] = Field(default_factory=list)
     normalize: Normalize | None = Field(None, description="default: the dataset's official mean/std")
     drop_last: bool = True
-    steps_per_epoch: PositiveInt | None = Field(None, description="cap steps per epoch (throughput sweeps)")
+    steps_per_epoch: Steps | None = Field(None, description="cap steps per epoch (throughput sweeps)")
 
 
 class Measurement(Strict):
-    warmup_steps: NonNegInt = 5
-    eval_every_epochs: PositiveInt = 1
-    latency_batch_sizes: list[PositiveInt] = Field(default_factory=list)
-    latency_iterations: PositiveInt = 50
+    warmup_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 5
+    eval_every_epochs: Epochs = 1
+    latency_batch_sizes: list[BatchSize] = Field(default_factory=list)
+    latency_iterations: Steps = 50
     target_accuracy: Probability | None = None
     synthetic_compute: bool = Field(False, description="compute-only throughput on device-resident data")
 
 
 class Resources(Strict):
     gpus: NonNegInt = 0
-    cpus: PositiveFloat | None = None
-    threads: PositiveInt | None = Field(None, description="intra-op threads set in every framework")
+    cpus: Annotated[float, Field(gt=0, le=4096)] | None = None
+    threads: Annotated[int, Field(gt=0, le=4096)] | None = Field(
+        None, description="intra-op threads set in every framework")
     memory: str | None = Field(None, pattern=r"^[0-9]+[kmgKMG]?$")
     shm: str = Field("1g", pattern=r"^[0-9]+[kmgKMG]?$")
     time_limit_s: PositiveInt | None = None
@@ -248,8 +321,8 @@ class Execution(Strict):
 class Sweep(Strict):
     """One sweep: recipe overrides plus a grid whose axes are recipe fields (dotted for nested)."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
-    description: str = ""
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=MAX_NAME_CHARS)]
+    description: Text = ""
     overrides: dict[str, int | float | str | bool] = Field(default_factory=dict)
     grid: dict[str, list[int | float | str | bool]] = Field(default_factory=dict)
 
@@ -263,8 +336,8 @@ class Reference(Strict):
 
 
 class Experiment(Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
-    description: str = ""
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=MAX_NAME_CHARS)]
+    description: Text = ""
     dataset: Dataset
     model: Model
     frameworks: Annotated[list[Framework], Field(min_length=1)]
@@ -272,7 +345,7 @@ class Experiment(Strict):
     recipe: Recipe
     sweeps: list[Sweep] = Field(default_factory=list)
     repeats: PositiveInt = 1
-    seed: NonNegInt = 0
+    seed: Seed = 0
     measurement: Measurement = Measurement()
     resources: Resources = Resources()
     execution: Execution = Execution()
@@ -296,6 +369,13 @@ class Experiment(Strict):
         if self.variant is Variant.cuda and self.resources.gpus == 0:
             problems.append((("variant",), "variant cuda needs resources.gpus >= 1",
                              "set resources.gpus, or use variant cpu"))
+        if self.resources.gpus > 1:
+            problems.append((("resources", "gpus"),
+                             f"resources.gpus is {self.resources.gpus}, but a run uses one GPU (data-parallel "
+                             "runs do not exist yet)", "set resources.gpus: 1"))
+        if self.seed + self.repeats - 1 > MAX_SEED:
+            problems.append((("seed",), f"seed + repeats - 1 is above {MAX_SEED} (numpy's legacy seeding, "
+                             "which Keras uses, takes < 2**32)", "use a smaller seed"))
         if self.variant is not Variant.cuda and self.resources.gpus > 0:
             problems.append((("resources", "gpus"),
                              f"resources.gpus > 0 needs variant cuda, not {self.variant.value}",

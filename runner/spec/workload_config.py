@@ -36,6 +36,9 @@ def model_section(model: dict[str, Any], num_classes: int) -> dict[str, Any]:
         "zero_init_residual": model["zero_init_residual"],
         "classifier": model["classifier"],
         "freeze": model["freeze"],
+        # The weights' identity and load rule; the file's path is a host matter (an engine mount).
+        "pretrained": None if model.get("pretrained") is None else {
+            "sha256": model["pretrained"]["sha256"], "skip": list(model["pretrained"]["skip"])},
     }
 
 

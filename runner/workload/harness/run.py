@@ -50,9 +50,49 @@ class Prepared:
     dataset: Any
     batches: Batches
     out_dir: Path
+    pretrained: Pretrained | None = None
 
 
-def prepare_run(config_path: Path, data_dir: Path, out_dir: Path) -> Prepared:
+@dataclass(frozen=True)
+class Pretrained:
+    """The weights file a run starts from, hashed and checked against the model before any run."""
+
+    path: Path
+    sha256: str
+    weights: dict[str, Any]
+    skip: tuple[str, ...]
+
+    def record(self, plan: Any) -> dict[str, Any]:
+        return {"sha256": self.sha256, "path": str(self.path)} | plan.record()
+
+
+def load_pretrained(model_cfg: Any, arch: Any, weights_path: Path | None, cfg: RunConfig) -> Pretrained | None:
+    """The `--weights` file, when run.json pins one: its sha256 must match, its tensors fit the model."""
+    from runner.fileio import sha256_file
+    from runner.workload.models.npz import read_npz
+    from runner.workload.models.pretrained import plan_load
+
+    pin = model_cfg.pretrained
+    if pin is None:
+        if weights_path is not None:
+            raise UsageError("--weights given but run.json pins no pretrained weights", field="--weights",
+                             fix="drop --weights, or regenerate run.json from a spec with model.pretrained")
+        return None
+    if weights_path is None:
+        raise UsageError("run.json pins pretrained weights but no --weights file was given", file=cfg.path,
+                         field="model.pretrained", fix="pass --weights FILE (the engine mounts it read-only)")
+    weights = read_npz(weights_path)  # regular file, capped; any problem is one ModelError
+    _, sha = sha256_file(weights_path)
+    if sha != pin["sha256"]:
+        raise SpecError(f"--weights {weights_path} has sha256 {sha}, run.json pins {pin['sha256']}",
+                        file=cfg.path, field="model.pretrained.sha256",
+                        fix="mount the weights file the spec pins")
+    skip = tuple(pin["skip"])
+    plan_load(arch, {k: (v.dtype, tuple(v.shape)) for k, v in weights.items()}, skip, str(weights_path))
+    return Pretrained(Path(weights_path), sha, weights, skip)
+
+
+def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: Path | None = None) -> Prepared:
     """Check everything that needs no framework; raise a RunnerError on bad input."""
     from runner.data.prepared import load_prepared
     from runner.workload.models import ModelConfig, build_arch
@@ -65,6 +105,7 @@ def prepare_run(config_path: Path, data_dir: Path, out_dir: Path) -> Prepared:
     optim_cfg = OptimConfig.from_dict(cfg.optimizer, source=source)
     schedule_cfg = ScheduleConfig.from_dict(cfg.schedule, total_epochs=cfg.train.epochs, source=source)
     arch = build_arch(model_cfg)
+    pretrained = load_pretrained(model_cfg, arch, weights_path, cfg)
     # The host verified every file's sha256 before mounting the folder read-only.
     dataset = load_prepared(data_dir, verify="sizes")
     batches = Batches(dataset, cfg, model_cfg.input_size)
@@ -80,7 +121,7 @@ def prepare_run(config_path: Path, data_dir: Path, out_dir: Path) -> Prepared:
         if (out_dir / name).exists():
             raise UsageError(f"already holds {name}; results are never overwritten", file=out_dir,
                              fix="give each run a fresh --out folder")
-    return Prepared(cfg, model_cfg, optim_cfg, schedule_cfg, arch, dataset, batches, out_dir)
+    return Prepared(cfg, model_cfg, optim_cfg, schedule_cfg, arch, dataset, batches, out_dir, pretrained)
 
 
 def _check_dataset(cfg: RunConfig, model_cfg: Any, dataset: Any, side: int) -> None:
@@ -165,7 +206,7 @@ def one_line(exc: BaseException) -> str:
 
 def execute(p: Prepared) -> int:
     """Run the checked run; returns 0 (ok) or 3 (failed, recorded in the events)."""
-    from runner.workload.models import flops_per_image, init_weights
+    from runner.workload.models import flops_per_image
     from runner.workload.schedule import lr_at
 
     t_start = time.perf_counter()
@@ -175,6 +216,7 @@ def execute(p: Prepared) -> int:
     counts: ParamCounts | None = None
     flops: int | None = None
     start_info: dict[str, Any] = {}
+    weights_record: dict[str, Any] | None = None
     status, reason, error, tb = "ok", None, None, None
     with EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) as events, \
             stop_signals_raise() as stop:
@@ -182,7 +224,9 @@ def execute(p: Prepared) -> int:
             backend = make_backend(p)
             backend.setup()
             start_info = backend.info()
-            counts = backend.build(p.arch, init_weights(p.arch, cfg.seed))
+            initial, weights_record = initial_weights(p)
+            counts = backend.build(p.arch, initial)
+            del initial
             flops = int(flops_per_image(p.arch))
             events.emit(
                 "run_start", run_id=cfg.run_id, experiment=cfg.experiment, sweep=cfg.sweep,
@@ -192,7 +236,7 @@ def execute(p: Prepared) -> int:
                 flops_per_image=flops, config_sha256=cfg.sha256,
                 dataset={"name": p.dataset.name, "content_id": p.dataset.content_id,
                          "train": p.batches.train_size, "test": int(len(p.dataset.test_y))},
-                steps_per_epoch=p.batches.steps_per_epoch(),
+                steps_per_epoch=p.batches.steps_per_epoch(), weights=weights_record,
             )
             events.sync()
             base_lr = float(p.optim_cfg.lr)
@@ -220,12 +264,26 @@ def execute(p: Prepared) -> int:
         outcome = protocol.outcome if protocol is not None else Outcome()
         write_json_atomic(p.out_dir / RESULT_FILE, _result(
             cfg, status, reason, error, wall_s, outcome, counts, flops, memory, start_info,
-            backend.settings() if backend is not None else {}))
+            backend.settings() if backend is not None else {}) | {"weights": weights_record})
     return EXIT_OK if status == "ok" else EXIT_FAILED
 
 
-def run(config_path: Path, data_dir: Path, out_dir: Path) -> int:
-    return execute(prepare_run(config_path, data_dir, out_dir))
+def run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: Path | None = None) -> int:
+    return execute(prepare_run(config_path, data_dir, out_dir, weights_path))
+
+
+def initial_weights(p: Prepared) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The canonical weights both frameworks start from: the shared seeded draw, with the pinned
+    pretrained tensors in place of it (the skip rule in models/pretrained.py); and what was done."""
+    from runner.workload.models import init_weights, weights_fingerprint
+    from runner.workload.models.pretrained import apply_pretrained
+
+    seeded = init_weights(p.arch, p.cfg.seed)
+    if p.pretrained is None:
+        return seeded, None
+    weights, plan = apply_pretrained(p.arch, seeded, p.pretrained.weights, p.pretrained.skip,
+                                     str(p.pretrained.path))
+    return weights, p.pretrained.record(plan) | {"initial_fingerprint": weights_fingerprint(weights)}
 
 
 def _python() -> dict[str, Any]:

@@ -86,8 +86,8 @@ class TorchBackend:
 
         model = torch_impl.build(arch, weights=weights)
         model.to(self.device)
-        # Frozen layers (arch.frozen) have requires_grad=False from the builder; their BatchNorm
-        # still updates running statistics in training mode, exactly as tf_impl's does.
+        # Frozen layers (arch.frozen) have requires_grad=False from the builder, and their
+        # BatchNorm stays in eval mode (keeps its statistics), exactly as tf_impl's does.
         model.train()
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]

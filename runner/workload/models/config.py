@@ -45,6 +45,8 @@ class ModelConfig:
     zero_init_residual: bool = False
     classifier: tuple[int, ...] | None = None
     freeze: tuple[str, ...] = ()
+    # Weights to start from: {"sha256": 64 hex, "skip": [prefixes keeping the seeded init]} or None.
+    pretrained: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.classifier, list):
@@ -63,6 +65,8 @@ class ModelConfig:
         d = asdict(self)
         d["classifier"] = None if self.classifier is None else list(self.classifier)
         d["freeze"] = list(self.freeze)
+        if self.pretrained is not None:
+            d["pretrained"] = {"sha256": self.pretrained["sha256"], "skip": list(self.pretrained["skip"])}
         return d
 
     def classifier_widths(self) -> tuple[int, ...]:
@@ -131,3 +135,17 @@ def _validate(c: ModelConfig) -> None:
         raise _bad("init", f"unknown init {c.init!r}", f"one of {', '.join(INIT_SCHEMES)}")
     if not isinstance(c.freeze, tuple) or not all(isinstance(p, str) and p for p in c.freeze):
         raise _bad("freeze", f"must be a list of layer-name prefixes, got {c.freeze!r}")
+    _validate_pretrained(c.pretrained)
+
+
+def _validate_pretrained(p: object) -> None:
+    if p is None:
+        return
+    if not isinstance(p, dict) or set(p) != {"sha256", "skip"}:
+        raise _bad("pretrained", f"must be null or {{sha256, skip}}, got {p!r}")
+    sha = p["sha256"]
+    if not isinstance(sha, str) or len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+        raise _bad("pretrained.sha256", f"must be 64 lowercase hex characters, got {sha!r}")
+    skip = p["skip"]
+    if not isinstance(skip, list | tuple) or not all(isinstance(x, str) and x for x in skip):
+        raise _bad("pretrained.skip", f"must be a list of layer-name prefixes, got {skip!r}")

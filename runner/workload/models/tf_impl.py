@@ -10,8 +10,9 @@ Keras layer names equal the arch paths. What differs from Keras' defaults, and w
 - Flatten: Keras flattens NHWC in (H, W, C) order; the canonical dense weight is in (C, H, W)
   order, so `load_weights`/`export_weights` permute the columns of the first dense layer.
 - use_bias explicit on every conv/dense; initializers are irrelevant (weights are loaded).
-- Freezing marks variables non-trainable but keeps BatchNorm in training mode (PyTorch's
-  `requires_grad_(False)`); Keras' `layer.trainable = False` would also switch BN to inference.
+- Freezing marks variables non-trainable, and a frozen BatchNorm normalizes with its moving
+  statistics and never updates them, also in training (`TorchBatchNorm.frozen`; torch_impl does
+  the same by keeping frozen BatchNorm modules in eval mode): a frozen layer does not change.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from runner.workload.models.arch import (
     param_specs,
 )
 from runner.workload.models.init import check_weights
+from runner.workload.models.layouts import KERAS_NAME
+from runner.workload.models.layouts import from_keras as _from_keras
+from runner.workload.models.layouts import to_keras as _to_keras
 
 
 class TorchBatchNorm(keras.layers.BatchNormalization):
@@ -45,11 +49,20 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
 
     Same normalization as Keras/PyTorch (biased batch variance, eps inside the sqrt); only the
     running-statistics update differs from stock Keras, to equal PyTorch's `BatchNorm2d`.
+    `frozen`: the layer is under a `model.freeze` prefix; it always uses (and keeps) its moving
+    statistics, like a PyTorch BatchNorm2d held in eval mode.
     """
+
+    def __init__(self, *args: object, frozen: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.frozen = frozen
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "frozen": self.frozen}
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:  # type: ignore[override]
         inputs = tf.cast(inputs, self.variable_dtype)  # float32 (or float64), never half precision
-        if training:
+        if training and not self.frozen:
             mean, variance = tf.nn.moments(inputs, axes=[0, 1, 2])
             n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
             unbiased = variance * (n / tf.maximum(n - 1.0, 1.0))
@@ -106,6 +119,7 @@ class _Builder:
 
     def __init__(self, arch: Arch, dtype: str, weights: dict[str, np.ndarray] | None) -> None:
         self.dtype = dtype
+        self.arch = arch
         self.initial: dict[str, _Given] = {}
         if weights is not None:
             check_weights(arch, weights)
@@ -145,6 +159,7 @@ class _Builder:
             inits = self._init(path, gamma_initializer="weight", beta_initializer="bias",
                                moving_mean_initializer="running_mean", moving_variance_initializer="running_var")
             return TorchBatchNorm(axis=-1, momentum=1.0 - layer.momentum, epsilon=layer.epsilon, name=path,
+                                  frozen=self.arch.is_frozen(path),
                                   dtype=dtype, **inits)(x)
         if isinstance(layer, ReLU):
             return keras.layers.ReLU(name=path, dtype=dtype)(x)
@@ -198,43 +213,12 @@ def build(arch: Arch, dtype: str = "float32", weights: dict[str, np.ndarray] | N
     return Network(arch, dtype, weights)
 
 
-_KERAS_NAME = {
-    (Conv2d, "weight"): "kernel", (Conv2d, "bias"): "bias",
-    (Dense, "weight"): "kernel", (Dense, "bias"): "bias",
-    (BatchNorm2d, "weight"): "gamma", (BatchNorm2d, "bias"): "beta",
-    (BatchNorm2d, "running_mean"): "moving_mean", (BatchNorm2d, "running_var"): "moving_variance",
-}
+_KERAS_NAME = KERAS_NAME
 
 
 def _variable(model: keras.Model, spec: ParamSpec) -> keras.Variable:
     layer = model.get_layer(spec.path)
     return getattr(layer, _KERAS_NAME[(type(spec.layer), spec.param)])
-
-
-def _to_keras(spec: ParamSpec, w: np.ndarray) -> np.ndarray:
-    if spec.param != "weight":
-        return w
-    if isinstance(spec.layer, Conv2d):
-        return w.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    if isinstance(spec.layer, Dense):
-        if spec.layer.input_chw is not None:  # columns (C, H, W) -> rows (H, W, C)
-            c, h, ww = spec.layer.input_chw
-            return w.reshape(-1, c, h, ww).transpose(2, 3, 1, 0).reshape(h * ww * c, -1)
-        return w.T  # (out, in) -> (in, out)
-    return w
-
-
-def _from_keras(spec: ParamSpec, k: np.ndarray) -> np.ndarray:
-    if spec.param != "weight":
-        return k
-    if isinstance(spec.layer, Conv2d):
-        return k.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-    if isinstance(spec.layer, Dense):
-        if spec.layer.input_chw is not None:
-            c, h, w = spec.layer.input_chw
-            return k.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w)
-        return k.T
-    return k
 
 
 def load_weights(model: Network, weights: dict[str, np.ndarray]) -> None:

@@ -127,6 +127,16 @@ class Network(nn.Sequential):
         self.arch = arch
         for name, p in self.named_parameters():
             p.requires_grad_(not arch.is_frozen(name.rsplit(".", 1)[0]))
+        self._frozen_bn = [m for name, m in self.named_modules()
+                           if isinstance(m, nn.BatchNorm2d) and arch.is_frozen(name)]
+
+    def train(self, mode: bool = True) -> Network:
+        """Frozen BatchNorm layers stay in eval mode: they normalize with, and keep, their running
+        statistics (tf_impl's TorchBatchNorm.frozen does the same), so a frozen layer does not change."""
+        super().train(mode)
+        for m in self._frozen_bn:
+            m.train(False)
+        return self
 
 
 def build(arch: Arch, dtype: torch.dtype = torch.float32, weights: dict[str, np.ndarray] | None = None) -> Network:
