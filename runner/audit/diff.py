@@ -3,8 +3,9 @@
 `provenance_diff(a, b)` compares what each bundle recorded about where and how it ran, field
 by field, in groups ranked from most to least likely to change the numbers (GROUPS below);
 `metric_deltas(a, b)` sets the metrics of matching runs side by side (matched by run id, or by
-(framework, sweep, params, repeat) when ids differ). `runner reproduce BUNDLE` uses both to
-explain a miss, `runner bundle diff` prints them.
+(framework, sweep, params, repeat) when ids differ); `timing_notes` says, for each timing
+metric that moved beyond the throughput tolerance, whether either run's host was busy.
+`runner reproduce BUNDLE` uses these to explain a miss, `runner bundle diff` prints them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.audit.facts import BundleFacts, load_facts, match_runs
+from runner.audit.hostload import likely_cause
+from runner.audit.tolerances import TOLERANCES, is_timing
 from runner.bundle.reader import Bundle
 
 # (group, what it covers), most result-moving first; rank = position + 1.
@@ -274,6 +277,39 @@ def metric_deltas(a: Bundle | BundleFacts | str | Path, b: Bundle | BundleFacts 
                 rel = delta / abs(va) if va else None
             out.append(MetricDelta(pair.a["run_id"], pair.b["run_id"], pair.a.get("framework") or "?", metric,
                                    va, vb, delta, rel, pair.by))
+    return out
+
+
+@dataclass(frozen=True)
+class TimingNote:
+    """A timing metric of a matched run pair that moved beyond the throughput band, and host load's word on it."""
+
+    run_a: str
+    run_b: str
+    framework: str
+    metric: str
+    a: float
+    b: float
+    relative: float
+    cause: str
+
+    def line(self) -> str:
+        return f"{self.run_a} {self.framework} {self.metric} {self.a:.4g} vs {self.b:.4g} ({self.relative:+.0%}): " \
+               f"{self.cause}"
+
+
+def timing_notes(a: BundleFacts, b: BundleFacts, deltas: list[MetricDelta]) -> list[TimingNote]:
+    """For each delta of a timing metric beyond the throughput tolerance of the run's variant: the likely cause."""
+    band = TOLERANCES["mean_images_per_s"]
+    out = []
+    for d in deltas:
+        if not is_timing(d.metric) or d.relative is None:
+            continue
+        row_a, row_b = a.run(d.run_a) or {}, b.run(d.run_b) or {}
+        if abs(d.relative) <= band.band_for(row_a.get("variant")):
+            continue
+        out.append(TimingNote(d.run_a, d.run_b, d.framework, d.metric, float(d.a), float(d.b), d.relative,
+                              likely_cause(row_a, row_b, ("A", "B"))))
     return out
 
 

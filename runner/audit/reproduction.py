@@ -2,7 +2,8 @@
 
 `compare_runs(original, new)` matches runs (by id, else by framework, sweep, params and repeat),
 applies `runner.audit.tolerances.TOLERANCES` to each metric, and attaches the provenance diff so
-that a miss comes with the differences most likely to explain it. `runner reproduce BUNDLE`
+that a miss comes with the differences most likely to explain it. A timing miss (throughput,
+latency) also says whether either run's host was busy (`runner.audit.hostload`). `runner reproduce BUNDLE`
 calls it after re-running a bundle; `runner.audit.render` prints it as a table or Markdown.
 """
 
@@ -20,10 +21,12 @@ import pyarrow as pa
 
 from runner.audit.diff import DiffItem, provenance_diff
 from runner.audit.facts import BundleFacts, load_facts, match_runs, run_key
-from runner.audit.tolerances import TOLERANCES, Tolerance, deterministic_cpu
+from runner.audit.hostload import likely_cause
+from runner.audit.tolerances import TOLERANCES, Tolerance, deterministic_cpu, is_timing
 from runner.bundle.reader import Bundle
 
 PASS, MISS, MISSING, SKIP = "pass", "miss", "missing", "skip"
+MAX_CAUSES = 2  # distinct likely causes named in the one-line summary
 NEEDED = ["runs", "steps", "latency"]  # tables read when given paths (telemetry is not judged)
 
 # Checked for every matched run, in this order (latency per batch size and the step losses follow).
@@ -42,6 +45,7 @@ class Check:
     tolerance: str  # as applied, in words: "±10% (cpu)", "±0.030 (3 x std of 3 repeats)", "bit-identical"
     verdict: str  # pass | miss | missing | skip
     detail: str = ""
+    cause: str = ""  # a timing miss: what host load says ("likely cause: the ORIGINAL run's host was busy ...")
 
 
 @dataclass
@@ -73,7 +77,17 @@ class ReproductionReport:
         text = f"{head}: {c[PASS]} checks passed, {c[MISS]} missed, {c[MISSING]} missing, {c[SKIP]} skipped"
         if self.unmatched:
             text += f"; {len(self.unmatched)} original run(s) have no counterpart"
+        for c in self.explained_misses()[:MAX_CAUSES]:
+            text += f"; {c.metric} {_value(c.original)} vs {_value(c.new)} ({c.run_id}): {c.cause}"
         return text
+
+    def explained_misses(self) -> list[Check]:
+        """Misses with a cause, one per distinct cause (the first check that has it)."""
+        seen: dict[str, Check] = {}
+        for c in self.misses:
+            if c.cause and c.cause not in seen:
+                seen[c.cause] = c
+        return list(seen.values())
 
     def to_markdown(self, max_provenance: int = 25) -> str:
         from runner.audit.render import reproduction_markdown
@@ -83,6 +97,10 @@ class ReproductionReport:
 
 def _num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _fmt(v: Any) -> str:
@@ -203,6 +221,10 @@ def _latency(bundle: Bundle) -> dict[str, dict[int, float]]:
     return out
 
 
+def _cause(metric: str, verdict: str, original: dict[str, Any], new: dict[str, Any]) -> str:
+    return likely_cause(original, new) if verdict == MISS and is_timing(metric) else ""
+
+
 def compare_runs(original: Bundle | BundleFacts | str | Path, new: Bundle | BundleFacts | str | Path,
                  with_provenance: bool = True) -> ReproductionReport:
     """Judge `new` as a reproduction of `original`; see the module docstring.
@@ -233,13 +255,15 @@ def compare_runs(original: Bundle | BundleFacts | str | Path, new: Bundle | Bund
             tol = TOLERANCES[metric]
             verdict, words, detail = judge(tol, a.get(metric), b.get(metric), variant=variant, deterministic=det,
                                            repeats=repeats.get(metric, []))
-            report.checks.append(Check(rid, nid, fw, metric, a.get(metric), b.get(metric), words, verdict, detail))
+            report.checks.append(Check(rid, nid, fw, metric, a.get(metric), b.get(metric), words, verdict, detail,
+                                       _cause(metric, verdict, a, b)))
         tol = TOLERANCES["latency_per_image_ms"]
         for bs, value in sorted(lat_o.get(rid, {}).items()):
             new_value = lat_n.get(nid, {}).get(bs)
             verdict, words, detail = judge(tol, value, new_value, variant=variant, deterministic=det, repeats=[])
-            report.checks.append(Check(rid, nid, fw, f"latency_per_image_ms[batch={bs}]", value, new_value, words,
-                                       verdict, detail))
+            metric = f"latency_per_image_ms[batch={bs}]"
+            report.checks.append(Check(rid, nid, fw, metric, value, new_value, words, verdict, detail,
+                                       _cause(metric, verdict, a, b)))
         if det:
             verdict, detail = compare_steps(steps_o.get(rid), steps_n.get(nid))
             n_o, n_n = len(steps_o.get(rid, ((),))[0]), len(steps_n.get(nid, ((),))[0])

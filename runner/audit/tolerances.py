@@ -11,6 +11,13 @@ Rules:
   `otherwise` (a seed_spread rule) for the value and skip the sequence.
 
 A reproduction passes when every check passes; `runner.audit.reproduction` applies the table.
+
+Timing metrics (throughput, latency, training time) also move with what else the machine did.
+A run's host counts as busy when, on average over the run, other processes used more than
+BUSY_OTHER_PCT % of all its cores, or the hypervisor stole more than BUSY_STEAL_PCT % of its
+CPU time (runs-table columns host_other_cpu_mean_pct and host_steal_mean_pct, from telemetry).
+A timing miss where either run's host was busy names that as the likely cause
+(`runner.audit.hostload`); the thresholds are a hint, not part of the verdict.
 """
 
 from __future__ import annotations
@@ -18,6 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_VARIANT = "cpu"
+BUSY_OTHER_PCT = 25.0  # % of all host cores used by other processes, mean over the run
+BUSY_STEAL_PCT = 5.0  # % of CPU time stolen by the hypervisor, mean over the run
+
+# Metrics measured in time (a latency check is named "latency_per_image_ms[batch=N]").
+TIMING_METRICS = frozenset({"mean_images_per_s", "latency_per_image_ms", "training_time_s", "time_to_target_s",
+                            "compile_time_s", "wall_s"})
+
+
+def is_timing(metric: str) -> bool:
+    return metric.partition("[")[0] in TIMING_METRICS
 
 
 @dataclass(frozen=True)

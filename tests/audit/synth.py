@@ -54,6 +54,20 @@ class RunValues:
     framework_version: str | None = None
     status: str = "ok"
     time_to_target_s: float | None = 0.8
+    host_load: tuple[float, float] | None = None  # (other processes' CPU %, steal %) telemetry recorded
+
+
+def host_rows(other_pct: float, steal_pct: float, n: int = 3) -> list[dict[str, Any]]:
+    """Telemetry rows of the host probe, as the sampler writes them, with this load throughout."""
+    from runner.telemetry.schema import empty_sample
+
+    rows = []
+    for i in range(n):
+        row = empty_sample(1_790_000_000.0 + i, float(i), "host")
+        row.update(host_cpus=2, host_cpu_pct=min(100.0, other_pct + 50.0), host_steal_pct=steal_pct,
+                   host_load_1m=1.0, other_cpu_pct=other_pct)
+        rows.append(row)
+    return rows
 
 
 def default_values(run: Run) -> RunValues:
@@ -171,5 +185,6 @@ def make_bundle(root: Path, *, spec: str = SPEC, values: Callable[[Run], RunValu
         write_events(out, run, v)
         writer.add_run(run, status="ok", out_dir=out, log_text=f"training {run.id}\n",
                        image_id=image_ids.get(run.framework),
+                       telemetry=host_rows(*v.host_load) if v.host_load else None,
                        environment={"engine": "docker", "dataset_sha256": DATASET_SHA})
     return writer.finalize()

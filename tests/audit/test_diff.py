@@ -82,3 +82,33 @@ def test_cli_diff(pair, cli, monkeypatch):
     assert "pytorch.image_id" in out.out and "pytorch.framework_version" in out.out
     js = json.loads(cli("bundle", "diff", a, b, "--json").out)
     assert js["provenance"][0]["group"] == "image"
+
+
+def test_diff_names_a_busy_host_beside_a_throughput_difference(tmp_path, cli, monkeypatch):
+    import dataclasses
+
+    from runner.audit.diff import timing_notes
+    from runner.audit.facts import load_facts
+    from tests.audit.synth import default_values
+
+    def loaded(rate: float, host_load):
+        def make(run):
+            v = default_values(run)
+            return dataclasses.replace(v, images_per_s=[r * rate for r in v.images_per_s], host_load=host_load)
+        return make
+
+    a = make_bundle(tmp_path / "a", spec=SMALL, values=loaded(0.092, (48.0, 0.0)))
+    b = make_bundle(tmp_path / "b", spec=SMALL, values=loaded(0.813, (2.0, 0.0)))
+    c = make_bundle(tmp_path / "c", spec=SMALL, values=loaded(0.095, (3.0, 0.0)))  # within 10 % of A: no note
+    fa, fb, fc = load_facts(a), load_facts(b), load_facts(c)
+    notes = timing_notes(fa, fb, metric_deltas(fa, fb))
+    assert {n.metric for n in notes} == {"mean_images_per_s"} and len(notes) == 2
+    assert notes[0].cause == ("likely cause: the A run's host was busy (other processes used 48 % of the CPUs, "
+                              "steal 0 %)")
+    assert timing_notes(fa, fc, metric_deltas(fa, fc)) == []
+    ensure_registered()
+    monkeypatch.setenv("COLUMNS", "80")
+    out = cli("bundle", "diff", a, b)
+    assert out.code == 0 and "timing:" in out.out and "the A run's host was busy" in out.out
+    js = json.loads(cli("bundle", "diff", a, b, "--json").out)
+    assert js["timing"][0]["cause"].startswith("likely cause: the A run's host was busy")

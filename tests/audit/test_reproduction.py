@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,82 @@ def test_a_failed_original_run_is_not_judged(tmp_path):
     assert report.ok
     assert [c.verdict for c in report.checks if c.run_id == failed] == [SKIP]
 
+
+
+def _loaded(rate: float, host_load: tuple[float, float] | None):
+    def make(run):
+        v = default_values(run)
+        return dataclasses.replace(v, images_per_s=[r * rate for r in v.images_per_s], host_load=host_load)
+    return make
+
+
+@pytest.fixture(scope="module")
+def busy_pair(tmp_path_factory):
+    """The smoke case: recorded while another process loaded the CPU (92 img/s), rerun quiet (813)."""
+    tmp = tmp_path_factory.mktemp("busy")
+    busy = make_bundle(tmp / "busy", spec=SMALL, values=_loaded(92 / 1000, (48.0, 0.0)))
+    quiet = make_bundle(tmp / "quiet", spec=SMALL, values=_loaded(813 / 1000, (2.0, 0.0)))
+    return busy, quiet
+
+
+def test_a_busy_original_host_is_named_as_the_likely_cause(busy_pair):
+    busy, quiet = busy_pair
+    report = compare_runs(busy, quiet)
+    thr = checks(report, "mean_images_per_s")
+    assert {c.verdict for c in thr} == {MISS}
+    assert thr[0].cause == ("likely cause: the ORIGINAL run's host was busy (other processes used 48 % of the "
+                            "CPUs, steal 0 %)")
+    summary = report.summary()
+    assert summary.startswith("NOT reproduced") and "\n" not in summary
+    assert "mean_images_per_s" in summary and "likely cause: the ORIGINAL run's host was busy" in summary
+    assert "likely cause: the ORIGINAL run's host was busy" in report.to_markdown()
+    assert report_json(report)["checks"][0]["cause"] == ""  # status: not a timing check
+    # accuracy checks never carry a host-load cause
+    assert all(not c.cause for c in report.checks if c.metric != "mean_images_per_s")
+    # the other way round: the NEW run's host is the busy one
+    back = compare_runs(quiet, busy)
+    assert checks(back, "mean_images_per_s")[0].cause.startswith("likely cause: the NEW run's host was busy")
+
+
+def test_steal_alone_makes_a_host_busy_and_quiet_hosts_are_said_quiet(tmp_path):
+    stolen = make_bundle(tmp_path / "s", spec=SMALL, values=_loaded(0.5, (3.0, 12.0)))
+    quiet = make_bundle(tmp_path / "q", spec=SMALL, values=_loaded(1.0, (2.0, 0.0)))
+    quiet_slow = make_bundle(tmp_path / "qs", spec=SMALL, values=_loaded(0.5, (1.0, 0.0)))
+    cause = checks(compare_runs(stolen, quiet), "mean_images_per_s")[0].cause
+    assert cause == "likely cause: the ORIGINAL run's host was busy (other processes used 3 % of the CPUs, steal 12 %)"
+    cause = checks(compare_runs(quiet_slow, quiet), "mean_images_per_s")[0].cause
+    assert cause.startswith("hosts were not busy (ORIGINAL: other processes used 1 % of the CPUs")
+
+
+def _as_schema_1(bundle: Path, dest: Path) -> Path:
+    """A copy of a bundle as a runner of bundle schema 1 wrote it: no host-load columns, version 1."""
+    import hashlib
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from runner.bundle.schemas import ADDED_IN
+
+    out = Path(shutil.copytree(bundle, dest / bundle.name))
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, info in manifest["tables"].items():
+        path = out / info["path"]
+        table = pq.read_table(path)
+        table = table.drop_columns([c for c in table.column_names if (name, c) in ADDED_IN])
+        meta = dict(table.schema.metadata) | {b"bundle_schema_version": b"1"}
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    for entry in manifest["files"]:
+        data = (out / entry["path"]).read_bytes()
+        entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    manifest["bundle_schema_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_schema_1_bundle_is_read_and_says_host_load_not_recorded(busy_pair, tmp_path):
+    _, quiet = busy_pair
+    old = _as_schema_1(make_bundle(tmp_path / "o", spec=SMALL, values=_loaded(0.5, None)), tmp_path / "v1")
+    report = compare_runs(old, quiet)
+    assert checks(report, "mean_images_per_s")[0].cause == "host load not recorded for the ORIGINAL run"
+    assert "host load not recorded for the ORIGINAL run" in report.summary()
