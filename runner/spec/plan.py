@@ -1,7 +1,9 @@
 """The planner: an experiment expands into runs (sweeps x grid x frameworks x repeats).
 
 Each run's id is a hash of its fully resolved content, so the same spec gives the same ids on
-any machine, and two runs share an id only when they would do exactly the same thing.
+any machine, and two runs share an id only when they would do exactly the same thing. Every
+distinct run is checked by the workload's own readers before the plan is returned
+(runner.spec.check), so a plan only holds runs the workload accepts.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from runner.errors import SpecError
-from runner.spec.limits import MAX_RUNS  # noqa: E402,F401 - re-exported
-from runner.spec.load import Loc, _nearest_line, load_experiment, validation_to_spec_error
+from runner.fileio import canonical_json, canonical_sha256
+from runner.spec.limits import MAX_RUNS  # noqa: F401 - re-exported
+from runner.spec.load import Loc, load_experiment, nearest_line, validation_to_spec_error
 from runner.spec.model import Experiment, Recipe
 
 PLAN_SCHEMA = 1
@@ -60,15 +63,7 @@ class Plan:
 
     @property
     def spec_hash(self) -> str:
-        return canonical_hash(self.experiment.model_dump(mode="json"))
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def canonical_hash(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+        return canonical_sha256(self.experiment.model_dump(mode="json"))
 
 
 def run_hash(common_json: str, recipe_json: str, framework: str, seed: int) -> str:
@@ -100,6 +95,9 @@ def _grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
 def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | None = None,
                     max_runs: int = MAX_RUNS) -> Plan:
     """Expand an experiment into its runs; errors point at the sweep field that caused them."""
+    from runner.spec.check import Origin, check_model, check_run
+    from runner.spec.workload_config import workload_config
+
     lines = lines or {}
     sweeps = exp.sweeps or []
     sweep_items = [(s.name, i, s.overrides, s.grid) for i, s in enumerate(sweeps)] or [("main", None, {}, {})]
@@ -108,7 +106,7 @@ def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | No
         for key, values in grid.items():
             if not values:
                 raise SpecError("an empty grid axis gives no runs", file=spec_path,
-                                line=_nearest_line(lines, ("sweeps", idx, "grid", key)),
+                                line=nearest_line(lines, ("sweeps", idx, "grid", key)),
                                 field=f"sweeps[{idx}].grid.{key}", fix="give at least one value")
     total = sum(_count(grid) for *_, grid in sweep_items) * len(exp.frameworks) * exp.repeats
     if total > max_runs:
@@ -128,10 +126,21 @@ def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | No
     common_json = canonical_json(common)
     runs: list[Run] = []
     seen: dict[str, str] = {}
+    checked: set[str] = set()
+    last_seed = exp.seed + exp.repeats - 1
     for name, idx, overrides, grid in sweep_items:
         for point in _grid_points(grid):
             recipe = _resolve_recipe(base_recipe, overrides, point, spec_path, lines, idx)
             recipe_json = canonical_json(recipe)
+            if recipe_json not in checked:  # the workload's readers, once per distinct recipe
+                checked.add(recipe_json)
+                origin = Origin(name, idx, overrides, point)
+                probe = Run("check", exp.name, name, exp.frameworks[0].value, exp.repeats - 1, last_seed, point,
+                            common | {"framework": exp.frameworks[0].value, "seed": last_seed, "recipe": recipe})
+                doc = workload_config(probe)
+                if not runs:
+                    check_model(doc, origin, spec_path, lines)
+                check_run(doc, origin, spec_path, lines)
             for framework in exp.frameworks:
                 for repeat in range(exp.repeats):
                     seed = exp.seed + repeat
@@ -161,7 +170,7 @@ def _resolve_recipe(base_json: str, overrides: dict, point: dict, spec_path: Pat
                 _set_dotted(recipe, key, value)
             except KeyError:
                 raise SpecError(f"'{key}' is not a recipe field", file=spec_path,
-                                line=_nearest_line(lines, ("sweeps", idx, section, key)),
+                                line=nearest_line(lines, ("sweeps", idx, section, key)),
                                 field=f"sweeps[{idx}].{section}.{key}",
                                 fix="name a field of `recipe` (dotted for nested: optimizer_params.momentum)",
                                 ) from None
@@ -173,7 +182,7 @@ def _resolve_recipe(base_json: str, overrides: dict, point: dict, spec_path: Pat
         section = "grid" if dotted in point else "overrides" if dotted in overrides else None
         if section is not None:
             err.field = f"sweeps[{idx}].{section}.{dotted}"
-            err.line = _nearest_line(lines, ("sweeps", idx, section, dotted))
+            err.line = nearest_line(lines, ("sweeps", idx, section, dotted))
         raise err from None
 
 

@@ -9,19 +9,21 @@ to the models package's own `from_dict` readers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from runner.errors import SpecError
+from runner.fileio import canonical_sha256
 
 SUPPORTED_SCHEMA = 1
 FRAMEWORKS = ("pytorch", "tensorflow")
 VARIANTS = ("cpu", "cuda", "ppc64le")
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, which Keras calls) takes < 2**32
 
 _INT = (int,)
 _NUM = (int, float)
@@ -124,18 +126,18 @@ class RunConfig:
     model: dict[str, Any]
     optimizer: dict[str, Any]
     schedule: dict[str, Any]
-    sha256: str  # of the canonical JSON of the whole document
     path: Path
+    doc: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def on_gpu(self) -> bool:
         return self.variant == "cuda"
 
-
-def canonical_sha256(doc: Any) -> str:
-    """sha256 of sorted-key, compact JSON: the same hash the host computes for a document."""
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    @cached_property
+    def sha256(self) -> str:
+        """Of the canonical JSON of the whole document (computed when asked: the planner checks
+        thousands of documents and needs no hash)."""
+        return canonical_sha256(self.doc)
 
 
 def _train(obj: Any, file: Path) -> TrainConfig:
@@ -216,8 +218,9 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
     run_id = r.get("run_id")
     if not run_id or any(c in run_id for c in "/\\\n") or run_id.startswith("."):
         raise SpecError(f"not a usable run id: {run_id!r}", file=file, field="run_id")
-    if r.get("seed") < 0:
-        raise SpecError("must be >= 0", file=file, field="seed")
+    if not 0 <= r.get("seed") <= MAX_SEED:
+        raise SpecError(f"must be in [0, {MAX_SEED}] (numpy's legacy seeding takes < 2**32), got {r.get('seed')}",
+                        file=file, field="seed")
     return RunConfig(
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
         framework=r.choice("framework", FRAMEWORKS), variant=r.choice("variant", VARIANTS),
@@ -225,7 +228,7 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
         train=_train(r.get("train"), file), data=_data(r.get("data"), file),
         measurement=_measurement(r.get("measurement"), file),
         model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
-        sha256=canonical_sha256(doc), path=file,
+        path=file, doc=doc,
     )
 
 

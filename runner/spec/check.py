@@ -1,0 +1,125 @@
+"""One schema: the planner runs the workload's own readers on every distinct run it plans.
+
+The workload's run-config dataclasses are the single source of truth for what a run may be
+(harness `parse_config`, `ModelConfig` + `build_arch`, `OptimConfig`, `ScheduleConfig`,
+augmentation `normalize_ops`). So anything the workload would refuse inside a container is
+refused by `runner plan`, and the error names the SPEC field (mapped back from the run.json
+field) and its line: the sweep's grid or override when the value came from there.
+
+Runs are checked once per distinct resolved recipe (the model, dataset and measurement sections
+are shared by every run of a plan); a framework that has no workload yet (mxnet: its runs
+become failed rows "no image") is checked as if it were pytorch, so the rest of its run.json
+is still the workload's to judge. Every module imported here is stdlib + numpy + runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.data.augment import normalize_ops
+from runner.data.registry import get_dataset
+from runner.errors import RunnerError, SpecError
+from runner.spec.load import Loc, field_name, nearest_line
+from runner.workload.harness.config import FRAMEWORKS, parse_config
+from runner.workload.models import ModelConfig, build_arch
+from runner.workload.optim import OptimConfig
+from runner.workload.schedule import ScheduleConfig
+
+# run.json field -> spec location, where the name differs (everything else: see spec_location).
+_MODEL = {"bn_momentum": ("model", "batch_norm", "momentum"), "bn_epsilon": ("model", "batch_norm", "epsilon"),
+          "num_classes": ("dataset", "num_classes")}
+_OPTIMIZER = {"name": ("recipe", "optimizer"), "lr": ("recipe", "lr"), "weight_decay": ("recipe", "weight_decay"),
+              "weight_decay_mode": ("recipe", "weight_decay_mode")}
+_TOP = {"seed": ("seed",), "repeat": ("repeats",), "framework": ("frameworks",), "variant": ("variant",),
+        "experiment": ("name",)}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a resolved recipe came from: the sweep (index in `sweeps`), its overrides and grid point."""
+
+    sweep: str
+    index: int | None
+    overrides: dict[str, Any]
+    point: dict[str, Any]
+
+
+def spec_location(field: str, doc: dict[str, Any]) -> Loc:
+    """The spec location that sets run.json's `field` (dotted, `[i]` for list items)."""
+    parts: list[str | int] = []
+    for piece in field.replace("]", "").replace("[", ".").split("."):
+        parts.append(int(piece) if piece.isdigit() else piece)
+    section, rest = parts[0], tuple(parts[1:])
+    key = rest[0] if rest else None
+    if section == "ops":  # normalize_ops names the list it was given
+        return ("recipe", "augmentation", *rest)
+    if section == "model":
+        return _MODEL.get(str(key), ("model", *rest)) if len(rest) == 1 else ("model", *rest)
+    if section == "optimizer":
+        rmsprop = doc["optimizer"].get("name") == "rmsprop"
+        if key == "momentum":
+            return ("recipe", "optimizer_params", "rmsprop_momentum" if rmsprop else "momentum")
+        if key == "epsilon":
+            return ("recipe", "optimizer_params", "rmsprop_epsilon" if rmsprop else "adam_epsilon")
+        return _OPTIMIZER.get(str(key), ("recipe", "optimizer_params", *rest))
+    if section == "schedule":
+        return ("recipe", "epochs") if key == "total_epochs" else ("recipe", "schedule", *rest)
+    if section == "train":
+        return ("resources", "threads") if key == "threads" else ("recipe", *rest)
+    if section == "data":
+        if key in ("mean", "std"):
+            return ("recipe", "normalize", key)
+        return ("recipe", *rest) if key == "augmentation" else ("dataset", *rest)
+    if section == "measurement":
+        return ("measurement", *rest)
+    return _TOP.get(str(section), (section, *rest))
+
+
+def _error(exc: RunnerError, doc: dict[str, Any], origin: Origin, spec_path: Path,
+           lines: dict[Loc, int]) -> SpecError:
+    loc = spec_location(exc.field or "", doc) if exc.field else ()
+    field, line = field_name(loc), nearest_line(lines, loc)
+    if loc[:1] == ("recipe",) and origin.index is not None:
+        dotted = ".".join(str(x) for x in loc[1:])
+        for section, values in (("grid", origin.point), ("overrides", origin.overrides)):
+            if dotted in values:
+                sweep_loc = ("sweeps", origin.index, section, dotted)
+                field, line = f"sweeps[{origin.index}].{section}.{dotted}", nearest_line(lines, sweep_loc)
+                break
+    message = exc.message
+    if origin.index is not None:
+        message += f" (in sweep '{origin.sweep}')"
+    return SpecError(message, file=spec_path, line=line, field=field,
+                     fix=exc.fix or "see docs/spec.md (the workload refuses this value)")
+
+
+def check_model(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dict[Loc, int]) -> None:
+    """The model section (shared by every run of a plan), and the input side the data gives it."""
+    try:
+        cfg = ModelConfig.from_dict(doc["model"])
+        build_arch(cfg)
+        side = get_dataset(doc["data"]["name"]).input_size
+        for op in normalize_ops(doc["data"]["augmentation"]):
+            side = op["size"] if op["op"] == "resize" else side
+    except RunnerError as exc:
+        raise _error(exc, doc, origin, spec_path, lines) from None
+    if side != cfg.input_size:
+        loc = ("model", "input_size")
+        raise SpecError(f"the model takes {cfg.input_size}x{cfg.input_size} inputs but the data pipeline gives "
+                        f"{side}x{side}", file=spec_path, line=nearest_line(lines, loc), field=field_name(loc),
+                        fix=f"add a resize op to {cfg.input_size} or set model.input_size: {side}")
+
+
+def check_run(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dict[Loc, int]) -> None:
+    """Run the workload's readers on one run.json document; raise a SpecError naming the spec field."""
+    if doc["framework"] not in FRAMEWORKS:
+        doc = {**doc, "framework": FRAMEWORKS[0]}
+    try:
+        cfg = parse_config(doc, spec_path)
+        OptimConfig.from_dict(doc["optimizer"])
+        ScheduleConfig.from_dict(doc["schedule"], total_epochs=cfg.train.epochs)
+        normalize_ops(doc["data"]["augmentation"])
+    except RunnerError as exc:
+        raise _error(exc, doc, origin, spec_path, lines) from None
