@@ -55,7 +55,8 @@ def _register() -> None:
     app.command("compare")(report.compare)
     app.command("report")(report.report)
     app.command("keygen")(report.keygen)
-    for name, module in (("data", "runner.cli.data"), ("images", "runner.cli.images"), ("bundle", "runner.cli.bundle")):
+    for name, module in (("data", "runner.cli.data"), ("images", "runner.cli.images"), ("bundle", "runner.cli.bundle"),
+                         ("weights", "runner.cli.weights")):
         try:
             sub = __import__(module, fromlist=["app"]).app
         except ModuleNotFoundError as e:  # pragma: no cover - only while a sub-app is being built
