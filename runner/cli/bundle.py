@@ -30,18 +30,24 @@ def verify(
     bundle: BundleArg,
     public_key: Annotated[Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM) the "
                                                     "signature must be made with.")] = None,
+    digest: Annotated[str | None, typer.Option("--digest", help="The bundle digest (sha256:<hex>) it must "
+                                               "have, as `runner reproduce` or `bundle publish` printed it.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check every file's sha256 and size, the tables' schemas, the manifest, and the signature."""
+    """Check every file's sha256 and size, every manifest fact, the tables' schemas, the digest, the signature."""
     from runner.audit.render import verify_table
-    from runner.audit.verify import verify_bundle
-    from runner.errors import CheckFailed
+    from runner.audit.verify import DIGEST, verify_bundle
+    from runner.errors import CheckFailed, UsageError
     from runner.publish.archive import bundle_folder
 
+    if digest is not None and not DIGEST.match(digest):
+        raise UsageError(f"{digest!r} is not a bundle digest", field="--digest",
+                         fix="write it as sha256:<64 lowercase hex digits>, as `runner bundle verify` prints it")
     with bundle_folder(bundle) as folder:
-        result = verify_bundle(folder, public_key)
+        result = verify_bundle(folder, public_key, expect_digest=digest)
     if as_json:
-        typer.echo(json.dumps({"bundle": str(bundle), "ok": result.ok, "files": result.files, "bytes": result.bytes,
+        typer.echo(json.dumps({"bundle": str(bundle), "ok": result.ok, "digest": result.digest,
+                               "files": result.files, "bytes": result.bytes,
                                "seconds": round(result.seconds, 3), "signature": result.signature,
                                "problems": [p.__dict__ for p in result.problems], "notes": result.notes}, indent=1))
     else:
@@ -53,6 +59,7 @@ def verify(
         if result.ok:
             console.print(f"[green]intact[/]: {result.files} files, {result.bytes / 1e6:,.1f} MB checked in "
                           f"{result.seconds:.2f} s; signature: {result.signature}")
+        console.print(f"digest {result.digest}", markup=False)
     if not result.ok:
         files = len({p.path for p in result.problems})
         first = result.problems[0]
@@ -69,7 +76,7 @@ def diff(
     as_json: JsonFlag = False,
 ) -> None:
     """Provenance differences, most result-moving first, then the metrics of matching runs."""
-    from runner.audit.diff import metric_deltas, provenance_diff
+    from runner.audit.diff import metric_deltas, provenance_diff, timing_notes
     from runner.audit.facts import load_facts
     from runner.audit.render import deltas_table, diff_table, group_legend
     from runner.publish.archive import bundle_folder
@@ -78,12 +85,13 @@ def diff(
         fa, fb = load_facts(fa_path, ["runs"]), load_facts(fb_path, ["runs"])
         items = provenance_diff(fa, fb)
         deltas = metric_deltas(fa, fb)
+        timing = timing_notes(fa, fb, deltas)
     if as_json:
         typer.echo(json.dumps({
             "a": str(a), "b": str(b),
             "provenance": [{"group": i.group, "field": i.field, "a": i.a, "b": i.b, "rank": i.rank,
                             "runs": list(i.runs)} for i in items],
-            "metrics": [d.__dict__ for d in deltas]}, indent=1, default=str))
+            "metrics": [d.__dict__ for d in deltas], "timing": [t.__dict__ for t in timing]}, indent=1, default=str))
         return
     console = _console()
     if items:
@@ -101,6 +109,8 @@ def diff(
         console.print(deltas_table(changed, f"metrics: {len(changed)} value(s) differ between {runs} matching runs"))
     else:
         console.print(f"metrics: identical for all {runs} matching run(s)")
+    for note in timing:
+        console.print(f"timing: {note.line()}", markup=False)
 
 
 @app.command("publish")
@@ -117,13 +127,16 @@ def publish(
     archive: Annotated[bool, typer.Option("--archive", help="Also write <bundle name>.tar.gz beside "
                                           "the copy.")] = False,
 ) -> None:
-    """A verified, redaction-checked copy with RO-Crate metadata and REPRODUCING.md."""
+    """A verified, redaction-checked copy with RO-Crate metadata and REPRODUCING.md (from a folder or a .tar.gz)."""
+    from runner.publish.archive import bundle_folder
     from runner.publish.publish import publish_bundle
 
-    result = publish_bundle(bundle, out, with_images=with_images, sign_key=sign, license_id=license_id,
-                            archive=archive)
+    with bundle_folder(bundle) as folder:  # an archive: extracted with caps into a temp folder first
+        result = publish_bundle(folder, out, with_images=with_images, sign_key=sign, license_id=license_id,
+                                archive=archive)
     console = _console()
     console.print(f"[green]published[/] {result.path} ({result.files} files)")
+    console.print(f"  digest {result.digest}", markup=False)
     for image in result.images:
         where = image.path or "not included (--with-images to include)"
         console.print(f"  image {image.name} {image.image_id[:19]}: {where}", markup=False)
@@ -135,10 +148,10 @@ def publish(
 
 @app.command("sign")
 def sign(
-    bundle: BundleArg,
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (it must verify).")],
     key: Annotated[Path, typer.Option("--key", help="Ed25519 private key (PEM), from `runner keygen`.")],
 ) -> None:
-    """Write manifest.json.sig: a detached Ed25519 signature over manifest.json."""
+    """Write manifest.json.sig: a detached Ed25519 signature over manifest.json (of a bundle that verifies)."""
     from runner.publish.sign import sign_bundle
 
     path, kid = sign_bundle(bundle, key)

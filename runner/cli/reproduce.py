@@ -85,9 +85,11 @@ def reproduce(
     if image_archive or image:
         raise UsageError("--image-archive and --image apply to rerunning a bundle", field="--image",
                          fix="give a bundle folder as the target, or drop the option")
+    from runner.bundle.reader import bundle_digest, read_manifest
     from runner.reproduce.session import reproduce_spec
 
-    reproduce_spec(target, opts, max_runs=max_runs)
+    path = reproduce_spec(target, opts, max_runs=max_runs)
+    typer.echo(f"bundle digest {bundle_digest(read_manifest(path))}")  # cite it; `bundle verify --digest` checks it
 
 
 def run(

@@ -3,11 +3,13 @@
 Export writes the SDK's `image.save()` stream to a temporary file beside the target and renames
 it into place, then writes `<file>.sha256` (sha256sum format) the same way.
 
-Import checks before it loads: the tarball's sha256 against a `.sha256` file beside it (when
-there is one), and the image ID, which for a docker-archive is the sha256 of the image config
-inside it, against `--expect-id`. A tarball that fails is never loaded, so nothing gets tagged
-from it. After loading, the engine's ID must equal the one computed (the engine itself checks
-the layers against the config's diff_ids).
+Import checks before it loads: every member of the tarball (runner.publish.archive.check_archive:
+no absolute paths, no `..`, no links leading outside the archive, no devices, FIFOs or sparse
+files, at most 100,000 members, and no more bytes than the file holds), the tarball's sha256
+against a `.sha256` file beside it (when there is one), and the image ID, which for a
+docker-archive is the sha256 of the image config inside it, against `--expect-id`. A tarball
+that fails is never loaded, so nothing gets tagged from it. After loading, the engine's ID must
+equal the one computed (the engine itself checks the layers against the config's diff_ids).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     import docker
 
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_MEMBERS = 100_000
+MAX_DOC_BYTES = 16 * 2**20  # manifest.json and the image config: kilobytes in practice
 
 
 @dataclass(frozen=True)
@@ -65,24 +69,36 @@ def export_image(client: docker.DockerClient, ref: str, out: Path) -> Exported:
     return Exported(out, hexdigest, image.id, out.stat().st_size)
 
 
+def check_members(path: Path) -> int:
+    """Every member of a docker-archive checked before anything reads or loads it; returns how many."""
+    from runner.publish.archive import Limits, check_archive
+
+    size = path.stat().st_size  # a plain tar cannot hold more bytes than the file: a bigger claim is a lie
+    return check_archive(path, allow_links=True, error=ImageError, limits=Limits(MAX_MEMBERS, size))
+
+
+def _small_member(tar: tarfile.TarFile, name: str) -> bytes:
+    info = tar.getmember(name)
+    if not info.isfile() or info.size > MAX_DOC_BYTES:
+        raise ImageError(f"member {name!r} is not a file of at most {MAX_DOC_BYTES:,} bytes", file=tar.name,
+                         fix="use a file written by `runner images export` or `docker save`")
+    data = tar.extractfile(info)
+    if data is None:
+        raise KeyError(name)
+    return data.read()
+
+
 def archive_image_id(path: Path) -> tuple[str, tuple[str, ...]]:
     """(image id, repo tags) of the one image in a docker-archive tarball, computed from its config."""
     try:
-        with tarfile.open(path) as tar:
-            manifest_file = tar.extractfile("manifest.json")
-            if manifest_file is None:
-                raise KeyError("manifest.json")
-            manifest = json.load(manifest_file)
+        with tarfile.open(path, "r:") as tar:
+            manifest = json.loads(_small_member(tar, "manifest.json"))
             if not isinstance(manifest, list) or len(manifest) != 1:
                 raise ImageError(f"the tarball holds {len(manifest) if isinstance(manifest, list) else 'no'} "
                                  "images; import takes exactly one", file=path, fix="export one image per file")
-            config_name = manifest[0]["Config"]
-            config = tar.extractfile(config_name)
-            if config is None:
-                raise KeyError(config_name)
-            digest = hashlib.sha256(config.read()).hexdigest()
+            digest = hashlib.sha256(_small_member(tar, manifest[0]["Config"])).hexdigest()
             tags = tuple(manifest[0].get("RepoTags") or ())
-    except (tarfile.TarError, KeyError, json.JSONDecodeError, TypeError) as e:
+    except (tarfile.TarError, KeyError, ValueError, TypeError, RecursionError, OSError) as e:
         raise ImageError(f"not a docker-archive tarball ({type(e).__name__}: {e})", file=path,
                          fix="use a file written by `runner images export` or `docker save`") from None
     return f"sha256:{digest}", tags
@@ -110,6 +126,7 @@ def import_image(client: docker.DockerClient, path: Path, expect_id: str | None 
                          fix="write it as sha256:<64 hex digits> (`runner images list` shows ids)")
     if not path.is_file():
         raise UsageError("no such file", file=path, fix="pass the tarball written by `runner images export`")
+    check_members(path)  # before any member is read, and before the engine sees a byte
     check_sidecar(path)
     image_id, tags = archive_image_id(path)
     if expect_id is not None and image_id != expect_id:

@@ -1,32 +1,117 @@
-"""Tar archives that cannot write outside their target, and deterministic ones to publish.
+"""Tar archives that cannot write outside their target, nor fill the disk or memory, and
+deterministic ones to publish.
 
 `check_members` refuses, with one line naming the member: absolute paths, `..`, empty or odd
-names (NUL, backslash), duplicates, devices and FIFOs, and links (symbolic or hard) unless
-`allow_links` is given, in which case a link must still resolve inside the archive.
+names (NUL, backslash), duplicates, devices, FIFOs and sparse files, and links (symbolic or
+hard) unless `allow_links` is given, in which case a link must still resolve inside the
+archive; and more than `Limits.members` members or `Limits.bytes` bytes in all.
+Every archive is read through `_Capped`, which counts the DECOMPRESSED bytes: a read or a seek
+past the cap (a gzip bomb, a member whose header claims terabytes) or a single read of more
+than 64 MiB (a pax header bomb) is refused before the bytes are produced, so refusing costs
+bounded time and memory whatever the headers claim. Only plain `.tar` and gzip are read.
 `safe_extract` checks every member before extracting any, extracts into a staging folder
 beside the target with tarfile's "data" filter as a second guard, and renames it into place:
 nothing is ever written outside the target, and a refused archive leaves nothing behind.
 `check_archive` runs the same checks without extracting (for `runner images import`, whose
 docker-archive tarballs hold relative links between layers).
+The standard library's tarfile (with the 'data' filter, Python 3.11.4+) does the parsing; the
+caps are ours because tarfile has none.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from runner.errors import BundleError, RunnerError
 
-MAX_MEMBERS = 1_000_000
+MAX_MEMBERS = 100_000  # each TarInfo kept costs about 1 KB: 100 MB at most
+MAX_READ = 64 * 2**20  # the largest single read tarfile may ask for (a pax header is read whole)
+BUNDLE_MAX_BYTES = 64 * 2**30
+BUNDLE_MIN_BYTES = 256 * 2**20  # a small archive may always expand to this much
+BUNDLE_MAX_RATIO = 200  # decompressed/compressed: Parquet and logs compress far less; zeros 1000:1
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on an archive's members and on the bytes it may decompress to."""
+
+    members: int = MAX_MEMBERS
+    bytes: int | None = None  # None: no cap beyond the stream's own end
+
+    @classmethod
+    def for_bundle(cls, path: Path, work_dir: Path) -> Limits:
+        """A bundle archive: at most 200 x its size (256 MiB at least), 64 GiB, and the free space."""
+        size = path.stat().st_size
+        free = shutil.disk_usage(work_dir).free
+        return cls(MAX_MEMBERS, min(BUNDLE_MAX_BYTES, max(BUNDLE_MIN_BYTES, BUNDLE_MAX_RATIO * size), free))
+
+
+class _Capped(io.RawIOBase):
+    """A read-only, seekable view of a (decompressed) stream that refuses to go past `cap` bytes."""
+
+    def __init__(self, raw: BinaryIO, cap: int | None, source: Path, error: type[RunnerError]) -> None:
+        self.raw, self.cap, self.source, self.error, self.pos = raw, cap, source, error, 0
+
+    def _refuse(self, where: int) -> None:
+        raise self.error(f"expands to more than {self.cap:,} bytes (at byte {where:,}); nothing was extracted",
+                         file=self.source, fix="a bundle archive this large is not plausible; check where it came from")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > MAX_READ:
+            raise self.error(f"asks for a single read of {'all' if n is None or n < 0 else f'{n:,}'} bytes "
+                             "(a header too large to be genuine); nothing was extracted", file=self.source,
+                             fix="check where the archive came from")
+        if self.cap is not None and self.pos + n > self.cap:
+            n = max(0, self.cap - self.pos)
+            data = self.raw.read(n + 1)
+            if len(data) > n:
+                self._refuse(self.cap + 1)
+        else:
+            data = self.raw.read(n)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self.pos + offset if whence == io.SEEK_CUR else None
+        if target is None:
+            raise OSError("seeking from the end is not supported")
+        if self.cap is not None and target > self.cap:
+            self._refuse(target)
+        self.pos = self.raw.seek(target)
+        return self.pos
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 def _bad_name(name: str) -> str | None:
@@ -47,14 +132,18 @@ def _norm(name: str) -> str:
 
 
 def check_members(tar: tarfile.TarFile, source: Path, *, allow_links: bool = False, max_bytes: int | None = None,
-                  error: type[RunnerError] = BundleError) -> list[tarfile.TarInfo]:
+                  error: type[RunnerError] = BundleError, max_members: int = MAX_MEMBERS) -> list[tarfile.TarInfo]:
     """Every member of an open archive, checked; raises `error` at the first unsafe one."""
     seen: set[str] = set()
     total = 0
     members = []
     for i, member in enumerate(tar):
-        if i >= MAX_MEMBERS:
-            raise error(f"holds more than {MAX_MEMBERS:,} members", file=source, fix="this is not a bundle archive")
+        if i >= max_members:
+            raise error(f"holds more than {max_members:,} members; nothing was extracted", file=source,
+                        fix="check where the archive came from")
+        if member.issparse():
+            raise error(f"member {member.name!r} is a sparse file; nothing was extracted", file=source,
+                        fix="archives hold plain files and folders only")
         where = f"member {member.name!r}"
         problem = _bad_name(member.name)
         if problem:
@@ -87,37 +176,62 @@ def check_members(tar: tarfile.TarFile, source: Path, *, allow_links: bool = Fal
     return members
 
 
-def _open(path: Path, error: type[RunnerError]) -> tarfile.TarFile:
-    if not path.is_file():
-        raise error("no such archive", file=path, fix="give a .tar or .tar.gz file")
+@contextmanager
+def _open(path: Path, error: type[RunnerError], limits: Limits) -> Iterator[tarfile.TarFile]:
+    """The archive as a TarFile reading through _Capped (plain tar or gzip; anything else refused)."""
     try:
-        return tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise error(f"is not a readable tar archive ({e})", file=path, fix="the file is damaged or not a tar") from None
+        mode = os.lstat(path).st_mode
+    except OSError:
+        raise error("no such archive", file=path, fix="give a .tar or .tar.gz file") from None
+    if not stat.S_ISREG(mode):
+        raise error("is not a regular file (a link, folder, FIFO or device)", file=path,
+                    fix="give the archive file itself")
+    raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed through _Capped below
+    try:
+        if raw.read(2) == GZIP_MAGIC:
+            raw.seek(0)
+            raw = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        else:
+            raw.seek(0)
+        capped = _Capped(raw, limits.bytes, path, error)
+        try:
+            tar = tarfile.open(fileobj=capped, mode="r:")  # type: ignore[arg-type]
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise error(f"is not a readable tar or tar.gz archive ({e})", file=path,
+                        fix="the file is damaged or not a tar") from None
+        with tar:
+            yield tar
+    finally:
+        raw.close()
 
 
-def check_archive(path: Path, *, allow_links: bool = True, error: type[RunnerError] = BundleError) -> int:
+def check_archive(path: Path, *, allow_links: bool = True, error: type[RunnerError] = BundleError,
+                  limits: Limits | None = None) -> int:
     """Check an archive's members without extracting; returns how many there are."""
+    limits = limits or Limits()
     try:
-        with _open(Path(path), error) as tar:
-            return len(check_members(tar, Path(path), allow_links=allow_links, error=error))
+        with _open(Path(path), error, limits) as tar:
+            return len(check_members(tar, Path(path), allow_links=allow_links, max_bytes=limits.bytes,
+                                     error=error, max_members=limits.members))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise error(f"is truncated or corrupt ({e})", file=path, fix="the file is damaged") from None
 
 
 def safe_extract(path: Path, target: Path, *, allow_links: bool = False, max_bytes: int | None = None,
-                 error: type[RunnerError] = BundleError) -> Path:
+                 error: type[RunnerError] = BundleError, limits: Limits | None = None) -> Path:
     """Extract `path` into the new folder `target` (which must not exist); see the module docstring."""
     path, target = Path(path), Path(target)
+    limits = limits or Limits(bytes=max_bytes)
     if target.exists() or target.is_symlink():
         raise error("exists; extraction never writes into an existing folder", file=target,
                     fix="choose a new target folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".extract"))
     try:
-        with _open(path, error) as tar:
+        with _open(path, error, limits) as tar:
             try:
-                members = check_members(tar, path, allow_links=allow_links, max_bytes=max_bytes, error=error)
+                members = check_members(tar, path, allow_links=allow_links, max_bytes=limits.bytes, error=error,
+                                        max_members=limits.members)
                 tar.extractall(staging, members=members, filter="data")
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
                 raise error(f"is truncated or corrupt ({e})", file=path, fix="the archive is damaged") from None
@@ -181,4 +295,4 @@ def bundle_folder(path: Path) -> Iterator[Path]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="runner-bundle-") as tmp:
-        yield bundle_root(safe_extract(path, Path(tmp) / "bundle"))
+        yield bundle_root(safe_extract(path, Path(tmp) / "bundle", limits=Limits.for_bundle(path, Path(tmp))))

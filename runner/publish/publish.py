@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.audit.facts import load_facts
-from runner.audit.verify import SIGNATURE_FILE, hash_file, verify_bundle
+from runner.audit.verify import IMAGES_DIR, REPRODUCING, SIGNATURE_FILE, hash_file, verify_bundle
 from runner.bundle.reader import MANIFEST
 from runner.errors import CheckFailed, UsageError
 from runner.fingerprint.redact import Redaction
@@ -28,9 +28,6 @@ from runner.publish.leaks import check_publishable, find_leak, machine_redaction
 from runner.publish.reproducing import ImageArchive, reproducing_md
 from runner.publish.rocrate import METADATA_FILE, build_crate, crate_problems, file_entity, ref
 
-REPRODUCING = "REPRODUCING.md"
-IMAGES_DIR = "images"
-
 
 @dataclass
 class Published:
@@ -39,6 +36,7 @@ class Published:
     images: list[ImageArchive] = field(default_factory=list)
     signed_by: str | None = None
     archive: Path | None = None
+    digest: str = ""  # the bundle digest (sha256 of the canonical manifest), the same for the copy
 
 
 def _image_list(facts) -> list[ImageArchive]:
@@ -87,6 +85,7 @@ def publish_bundle(bundle: Path, out_dir: Path, *, with_images: bool = False, si
                           fix="run `runner bundle verify` and publish an intact bundle")
     facts = load_facts(bundle)
     manifest = facts.manifest
+    digest = result.digest
     signed_src = (bundle / SIGNATURE_FILE).is_file()
     if signed_src and sign_key is not None:
         raise UsageError("is already signed; its signature is copied as it is", file=bundle / SIGNATURE_FILE,
@@ -98,7 +97,7 @@ def publish_bundle(bundle: Path, out_dir: Path, *, with_images: bool = False, si
     check_publishable(bundle, manifest, redaction)
     final = Path(out_dir) / bundle.name
     images = _image_list(facts)
-    published = Published(final, 0)
+    published = Published(final, 0, digest=digest)
     with staged_folder(final) as stage:
         for entry in manifest["files"]:
             target = stage / entry["path"]
@@ -118,10 +117,11 @@ def publish_bundle(bundle: Path, out_dir: Path, *, with_images: bool = False, si
             if image.path:
                 extra.append(_entity(stage, image.path, about=f"#image-{image.image_id.split(':', 1)[-1][:12]}"))
                 extra.append(_entity(stage, image.path + ".sha256"))
-        text = reproducing_md(facts.bundle, images, signed=signed_src or sign_key is not None, archive_note=note)
+        text = reproducing_md(facts.bundle, images, signed=signed_src or sign_key is not None, archive_note=note,
+                              digest=digest)
         write_new(stage / REPRODUCING, text.encode())
         extra.append(_entity(stage, REPRODUCING, description="how to verify and re-run this bundle"))
-        crate = build_crate(facts.bundle, facts.images(), extra, license_id=license_id)
+        crate = build_crate(facts.bundle, facts.images(), extra, license_id=license_id, digest=digest)
         problems = crate_problems(crate)
         if problems:  # a bug here, not the user's: say so plainly
             raise CheckFailed(f"the RO-Crate metadata does not conform: {problems[0]}", file=stage / METADATA_FILE,

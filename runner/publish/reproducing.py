@@ -35,7 +35,8 @@ def _tolerance_lines() -> list[str]:
     return [f"- {t.label}: {_rule_text(t)}" for t in TOLERANCES.values()]
 
 
-def reproducing_md(bundle: Bundle, images: list[ImageArchive], *, signed: bool, archive_note: str | None = None) -> str:
+def reproducing_md(bundle: Bundle, images: list[ImageArchive], *, signed: bool, archive_note: str | None = None,
+                   digest: str | None = None) -> str:
     m = bundle.manifest
     name = bundle.path.name
     code = (m.get("fingerprint") or {}).get("code") or {}
@@ -51,7 +52,12 @@ def reproducing_md(bundle: Bundle, images: list[ImageArchive], *, signed: bool, 
              "and sha256 of every file. `ro-crate-metadata.json` describes it as an RO-Crate "
              "(Process Run Crate 0.5).", "",
              "## 1. Check that nothing changed", "", "```sh",
-             "runner bundle verify ." + (" --public-key SIGNER.pub.pem" if signed else ""), "```", ""]
+             "runner bundle verify ." + (f" --digest {digest}" if digest else "")
+             + (" --public-key SIGNER.pub.pem" if signed else ""), "```", ""]
+    if digest:
+        lines += [f"The bundle digest `{digest}` is the sha256 of the canonical `manifest.json`, which holds the "
+                  "sha256 of every file (and `bundle.json` every fact the manifest states): cite it to name exactly "
+                  "these results.", ""]
     if signed:
         lines += ["`manifest.json.sig` is a detached Ed25519 signature over `manifest.json`; pass the signer's "
                   "public key to check who signed it.", ""]

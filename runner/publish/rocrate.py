@@ -110,7 +110,8 @@ def _images(bundle: Bundle, facts_images: dict[str, dict[str, Any]]) -> dict[str
 
 
 def build_crate(bundle: Bundle, images_by_framework: dict[str, dict[str, Any]], extra_files: list[dict[str, Any]],
-                *, license_id: str | None = None, published: datetime | None = None) -> dict[str, Any]:
+                *, license_id: str | None = None, published: datetime | None = None,
+                digest: str | None = None) -> dict[str, Any]:
     """The RO-Crate metadata document of a bundle (plus the `extra_files` entities publishing adds)."""
     m = bundle.manifest
     files = {e["path"]: e for e in m["files"]}
@@ -131,6 +132,8 @@ def build_crate(bundle: Bundle, images_by_framework: dict[str, dict[str, Any]], 
                                 "Parquet tables. REPRODUCING.md says how to re-run it."),
                 "datePublished": published.isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "dateCreated": m.get("created"), "hasPart": [], "mentions": []})
+    if digest:  # the bundle digest: sha256 of the canonical manifest, which hashes every file
+        root["identifier"] = digest
     if license_id:
         root["license"] = ref(f"https://spdx.org/licenses/{license_id}")
         add({"@id": root["license"]["@id"], "@type": "CreativeWork", "name": license_id, "identifier": license_id})

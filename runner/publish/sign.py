@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner.errors import BundleError, RunnerError, UsageError
+from runner.bundle.reader import MAX_MANIFEST_BYTES
+from runner.errors import BundleError, CheckFailed, RunnerError, UsageError
+from runner.fileio import read_bounded
 from runner.publish.files import write_new
 
 SIGNATURE_FILE = "manifest.json.sig"
@@ -113,14 +115,22 @@ def signature_document(manifest_bytes: bytes, private_key: Any) -> dict[str, Any
 
 def sign_bundle(bundle: Path, key_path: Path) -> tuple[Path, str]:
     """Write `<bundle>/manifest.json.sig`; returns (its path, the key id). An existing signature stays."""
+    from runner.audit.verify import verify_bundle
+
     bundle = Path(bundle)
     manifest = bundle / SIGNED_FILE
-    if not manifest.is_file():
-        raise BundleError("has no manifest.json (not a finished bundle)", file=bundle,
-                          fix="sign a finished bundle folder")
     key = load_private_key(key_path)
-    doc = signature_document(manifest.read_bytes(), key)
     target = bundle / SIGNATURE_FILE
+    if target.exists() or target.is_symlink():
+        raise UsageError("exists; a signature is never overwritten", file=target,
+                         fix="remove it first if you mean to sign again")
+    result = verify_bundle(bundle)  # BundleError: no bundle at all. A signature vouches for what verified
+    if not result.ok:
+        raise CheckFailed(f"fails verification ({len(result.problems)} problem(s); first: "
+                          f"{result.problems[0].line()}); not signed", file=bundle,
+                          fix=f"run `runner bundle verify {bundle}` and sign an intact bundle")
+    data = read_bounded(manifest, MAX_MANIFEST_BYTES, BundleError, what="manifest", follow_links=False)
+    doc = signature_document(data, key)
     if target.exists():
         raise UsageError("exists; a signature is never overwritten", file=target,
                          fix="remove it first if you mean to sign again")

@@ -3,16 +3,30 @@
 Its spec, its bundled workload code, its images by recorded id (imported from archives when
 given, else rebuilt from the lockfiles, with the difference said), the same seeds. Exit 0 only
 when every run and metric reproduced within its declared tolerance.
+
+The code that runs is a CLEAN COPY: exactly the manifest's `code/` entries, each checked
+against its sha256 while it is copied into a fresh temporary folder. A file under `code/`
+that the manifest does not list (or that a published copy's RO-Crate lists) is never copied,
+so never imported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from runner.bundle.fsutil import safe_member
+from runner.bundle.reader import MANIFEST, bundle_digest, read_manifest
 from runner.errors import BundleError, CheckFailed
+from runner.fileio import read_bounded, write_atomic
+
+CODE_DIR = "code/"
+MAX_CODE_FILE_BYTES = 64 * 2**20
 
 
 def is_bundle(path: Path) -> bool:
@@ -33,26 +47,55 @@ def _recorded_engine(bundle: Path) -> str:
         return "auto"
 
 
-def load_rerun(bundle: Path):
+def copy_listed_code(bundle: Path, manifest: dict[str, Any], target: Path) -> Path:
+    """Copy exactly the manifest's code/ files into the new folder `target`, checking each sha256."""
+    target.mkdir()
+    copied = 0
+    for entry in manifest["files"]:
+        rel = entry["path"]
+        if not rel.startswith(CODE_DIR):
+            continue
+        src = safe_member(bundle, rel, bundle / MANIFEST)
+        data = read_bounded(src, min(entry["size"], MAX_CODE_FILE_BYTES), BundleError, what="code file",
+                            follow_links=False, fix="restore the bundle from a good copy")
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise BundleError("changed since it was verified (sha256 differs); nothing was run", file=src,
+                              fix="restore the bundle from a good copy")
+        write_atomic(target / rel[len(CODE_DIR):], data, fsync=False)
+        copied += 1
+    if not copied:
+        raise BundleError("lists no code/ files; it cannot be rerun with its own code", file=bundle / MANIFEST,
+                          fix="rerun its spec.yaml instead (`runner reproduce SPEC`)")
+    return target
+
+
+def load_rerun(bundle: Path, code_dir: Path):
+    """The bundle verified, and its listed code copied (hash-checked) into the new folder `code_dir`."""
     from runner.audit.verify import verify_bundle
     from runner.reproduce.session import Rerun
 
     result = verify_bundle(bundle)
     if not result.ok:
-        raise BundleError(f"does not verify ({len(result.problems)} problems); it cannot be rerun as recorded",
-                          file=bundle, fix=f"runner bundle verify {bundle}")
-    return Rerun(bundle=bundle, code=bundle / "code", images=_recorded_images(bundle),
-                 engine=_recorded_engine(bundle))
+        raise BundleError(f"does not verify ({len(result.problems)} problems; first: {result.problems[0].line()}); "
+                          "it cannot be rerun as recorded", file=bundle, fix=f"runner bundle verify {bundle}")
+    code = copy_listed_code(bundle, read_manifest(bundle), code_dir)
+    return Rerun(bundle=bundle, code=code, images=_recorded_images(bundle), engine=_recorded_engine(bundle))
 
 
 def reproduce_bundle(bundle: Path, opts, archives: list[Path], overrides: dict[str, str] | None = None,
                      console: Console | None = None) -> Path:
+
+    console = console or Console()
+    with tempfile.TemporaryDirectory(prefix="runner-rerun-code-") as tmp:
+        return _reproduce(bundle, load_rerun(bundle, Path(tmp) / "code"), opts, archives, overrides, console)
+
+
+def _reproduce(bundle: Path, rerun, opts, archives: list[Path], overrides: dict[str, str] | None,
+               console: Console) -> Path:
     from runner.audit.render import reproduction_table
     from runner.audit.reproduction import compare_runs
     from runner.reproduce.session import reproduce_spec
 
-    console = console or Console()
-    rerun = load_rerun(bundle)
     if overrides:
         import dataclasses
 
@@ -70,6 +113,7 @@ def reproduce_bundle(bundle: Path, opts, archives: list[Path], overrides: dict[s
         opts.engine = rerun.engine
     console.print(f"rerunning {bundle} (engine {opts.engine}, its own code and recorded images)")
     new = reproduce_spec(bundle / "spec.yaml", opts, console=console, rerun=rerun)
+    console.print(f"new bundle {new}: digest {bundle_digest(read_manifest(new))}", markup=False)
     report = compare_runs(bundle, new)
     console.print(reproduction_table(report))
     (new.parent / f"{new.name}.reproduction.md").write_text(report.to_markdown())
