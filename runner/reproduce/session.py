@@ -153,6 +153,9 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     engine_choice = exp.execution.engine if opts.engine == "spec" else opts.engine
     engine, client = _select_engine(engine_choice, console)
     describe_plan(plan, console)
+    from runner.weights.check import plan_weights
+
+    weights = plan_weights(plan, opts.data_root)  # pinned weights: found, hashed, fit every model, or exit 2
 
     from runner.reproduce.dataset import resolve_dataset
 
@@ -176,7 +179,9 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
                                      code_root=rerun.code if rerun else None)
     try:
         _fingerprint(writer, engine, client, images, dataset)
-        records = _run_all(plan, writer, engine, images, dataset, opts, console)
+        if weights is not None:
+            writer.add_environment("weights", weights.fingerprint())
+        records = _run_all(plan, writer, engine, images, dataset, opts, console, weights)
     except KeyboardInterrupt:
         writer.close()
         if client is not None:
@@ -245,7 +250,8 @@ def _fingerprint(writer, engine, client, images, dataset) -> None:
         writer.add_environment(f"images/{choice.name or 'local-' + fw}", info)
 
 
-def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, console: Console) -> list[RunRecord]:
+def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, console: Console,
+             weights=None) -> list[RunRecord]:
     import shutil
 
     from runner.reproduce.live import LiveView
@@ -268,6 +274,8 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
             choice = images[run.framework]
             live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
             env = {"engine": engine.name, "isolated": engine.isolated, "dataset_sha256": dataset.source_root_hash}
+            if weights is not None:
+                env["weights_sha256"] = weights.sha256
             if choice.error:
                 summary = writer.add_run(run, status="failed", reason=choice.error, image_id=None,
                                          log_text=choice.error, environment=env)
@@ -285,7 +293,8 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
                 run_id=run.id, bundle_id=writer.partial.name, framework=run.framework, variant=run.resolved["variant"],
                 config_path=config, data_dir=dataset.prepared.resolve(), out_dir=out_dir, code_dir=code_dir,
                 image_id=choice.image_id, threads=res["threads"], cpus=res["cpus"], memory=res["memory"],
-                shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"])
+                shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"],
+                weights_path=weights.path.resolve() if weights is not None else None)
 
             def sampler_factory(target, _docker=choice.image_id is not None, _gpus=tuple(range(res["gpus"]))):
                 # the run's GPUs: NVML indices 0..N-1, as docker's device request (count=N) assigns them;
