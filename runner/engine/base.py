@@ -16,6 +16,10 @@ from typing import Protocol
 WORKLOAD_BAD_CONFIG = 2
 WORKLOAD_RUN_FAILED = 3
 
+# Seconds between SIGTERM and SIGKILL when a run is stopped, and the longest `finish()` waits for
+# a run to exit before it kills it: no wait on a run is unbounded.
+STOP_GRACE_S = 10.0
+
 # Environment variables the workload may see. Nothing else of the host's environment is passed,
 # so a secret in the host environment never reaches a run (or its logs).
 def workload_env(threads: int | None, code_dir: str, home: str) -> dict[str, str]:
@@ -79,10 +83,13 @@ class RunningRun(Protocol):
         """The exit code once finished, else None."""
 
     def kill(self, reason: str) -> None:
-        """Stop the run now; `reason` becomes the outcome's reason (time limit, interrupted)."""
+        """Stop the run now (SIGTERM, SIGKILL after the grace period); `reason` becomes the
+        outcome's reason (time limit, interrupted). A run already gone is fine; an engine that
+        fails to stop it raises EngineError."""
 
     def finish(self) -> RunOutcome:
-        """Wait for the end, collect the log, clean up (containers are always removed)."""
+        """Wait at most the grace period for the end (then SIGKILL, said in the reason), collect
+        the log, clean up (containers are always removed)."""
 
     @property
     def sample_target(self) -> object:

@@ -41,7 +41,7 @@ def normalize_arch(name: str) -> str:
     return _ARCH_ALIASES.get(name, name)
 
 
-def _short_reason(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 240 else text[:237] + "..."
 
@@ -62,10 +62,10 @@ def connect(timeout: float = DEFAULT_TIMEOUT, base_url: str | None = None) -> do
             client = docker.from_env(timeout=int(timeout))
         client.ping()
     except docker.errors.DockerException as e:
-        raise EngineError(f"no container engine answers at {where}: {_short_reason(e)}",
+        raise EngineError(f"no container engine answers at {where}: {short_reason(e)}",
                           fix=START_ENGINE_FIX) from None
     except OSError as e:  # requests' connection errors are OSErrors
-        raise EngineError(f"no container engine answers at {where}: {_short_reason(e)}",
+        raise EngineError(f"no container engine answers at {where}: {short_reason(e)}",
                           fix=START_ENGINE_FIX) from None
     return client
 
@@ -80,9 +80,9 @@ def api_errors(action: str, fix: str | None = None) -> Iterator[None]:
         yield
     except docker.errors.APIError as e:
         reason = e.explanation if isinstance(e.explanation, str) else str(e)
-        raise EngineError(f"{action} failed: {_short_reason(Exception(reason))}", fix=fix) from None
+        raise EngineError(f"{action} failed: {short_reason(Exception(reason))}", fix=fix) from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-        raise EngineError(f"{action} failed: {_short_reason(e)}", fix=fix or START_ENGINE_FIX) from None
+        raise EngineError(f"{action} failed: {short_reason(e)}", fix=fix or START_ENGINE_FIX) from None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from runner.engine.base import STOP_GRACE_S, RunOutcome, RunRequest, classify_exit, workload_env
-from runner.engine.docker_client import short_reason, api_errors
+from runner.engine.docker_client import api_errors, short_reason
 from runner.errors import EngineError
 
 LABEL_BUNDLE = "io.runner.bundle"
@@ -173,7 +173,6 @@ class DockerEngine:
             "entrypoint": ["python3"],
             "command": request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT,
                                     WEIGHTS_MOUNT if request.weights_path is not None else None),
-            "detach": True,
             "user": f"{uid}:{gid}",
             "network_mode": "none",
             "cap_drop": ["ALL"],
@@ -196,7 +195,6 @@ class DockerEngine:
         }
         if request.weights_path is not None:
             kwargs["volumes"][str(request.weights_path.resolve())] = {"bind": WEIGHTS_MOUNT, "mode": "ro"}
-        kwargs.pop("detach")
         with api_errors(f"creating the container of run {request.run_id}", fix="check `runner doctor`"):
             try:
                 container = self.client.containers.create(**{k: v for k, v in kwargs.items() if v is not None})

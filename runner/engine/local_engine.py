@@ -14,12 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from runner.engine.base import RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.base import STOP_GRACE_S, RunOutcome, RunRequest, classify_exit, workload_env
+from runner.errors import EngineError
 
 
 class LocalRun:
-    def __init__(self, request: RunRequest, proc: subprocess.Popen, log_path: Path) -> None:
+    def __init__(self, request: RunRequest, proc: subprocess.Popen, log_path: Path,
+                 stop_grace_s: float = STOP_GRACE_S) -> None:
         self._request, self._proc, self._log_path = request, proc, log_path
+        self._grace = stop_grace_s
         self._started = time.monotonic()
         self._killed: str | None = None
 
@@ -31,32 +34,56 @@ class LocalRun:
         return self._proc.poll()
 
     def kill(self, reason: str) -> None:
+        """SIGTERM to the run's process group (the workload records run_end "interrupted"),
+        SIGKILL if it has not exited after the grace period."""
         self._killed = self._killed or reason
         if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)  # the workload records run_end "interrupted"
+            self._signal(signal.SIGTERM)
             try:
-                self._proc.wait(timeout=10)
+                self._proc.wait(timeout=self._grace)
             except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._sigkill(f"did not stop within {self._grace:g} s of SIGTERM: killed (SIGKILL)")
 
     def finish(self) -> RunOutcome:
         try:
-            exit_code = self._proc.wait()
+            try:
+                exit_code = self._proc.wait(timeout=self._grace)
+            except subprocess.TimeoutExpired:
+                self._sigkill(f"still running {self._grace:g} s after it should have ended: killed (SIGKILL)")
+                exit_code = self._proc.wait(timeout=self._grace)
         except KeyboardInterrupt:
             self.kill("interrupted")
             raise
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"process {self._proc.pid} of run {self._request.run_id} did not exit "
+                              f"{self._grace:g} s after SIGKILL",
+                              fix=f"check it: ps -o stat,cmd -p {self._proc.pid}") from None
         log = self._log_path.read_text(encoding="utf-8", errors="replace")
         self._log_path.unlink(missing_ok=True)
         return RunOutcome(exit_code=exit_code, reason=classify_exit(exit_code, self._killed), log=log,
                           wall_s=time.monotonic() - self._started)
+
+    def _sigkill(self, note: str) -> None:
+        self._killed = f"{self._killed}; {note}" if self._killed else note
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass  # the group is gone already: nothing to stop
+        except PermissionError as e:
+            raise EngineError(f"cannot signal run {self._request.run_id} (process group {self._proc.pid}): "
+                              f"{e.strerror}", fix="check who owns the process") from None
 
 
 class LocalEngine:
     name = "local"
     isolated = False
 
-    def __init__(self, python: str | None = None) -> None:
+    def __init__(self, python: str | None = None, stop_grace_s: float = STOP_GRACE_S) -> None:
         self.python = python or sys.executable
+        self.stop_grace_s = stop_grace_s  # SIGTERM -> SIGKILL, and how long finish() waits for an exit
 
     def describe(self) -> dict:
         return {"kind": "local", "isolated": False, "python": sys.version.split()[0],
@@ -73,7 +100,7 @@ class LocalEngine:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=request.out_dir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
             )
-        return LocalRun(request, proc, log_path)
+        return LocalRun(request, proc, log_path, self.stop_grace_s)
 
 
 def run_workload_tool(argv: list[str], code_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,13 +64,24 @@ def _time_limit(run: Run) -> int | None:
 
 def execute_run(engine: Engine, request: RunRequest, on_event,
                 sampler_factory=None) -> tuple[RunOutcome, list, dict | None]:
-    """Start one run, follow its events, enforce its time limit, always finish it."""
+    """Start one run, follow its events, enforce its time limit, always finish it.
+
+    A run that fails on the host side (the engine refuses to start it, loses it, or the host
+    errs while following it) comes back as a failed outcome with the reason: the sweep goes on.
+    Only Ctrl-C (or another BaseException) propagates, after the run is stopped and finished.
+    """
     from runner.reproduce.tail import EventTail
 
     tail = EventTail(request.out_dir / "events.jsonl")
-    handle = engine.start(request)
-    sampler = None
     started = time.monotonic()
+    try:
+        handle = engine.start(request)
+    except Exception as e:  # noqa: BLE001 - EngineError, the SDK's errors, OSError: a failed row
+        return _host_failure("the engine could not start the run", e, started), [], None
+    sampler = None
+    problems: list[str] = []
+    stop: BaseException | None = None
+    stopped_for: str | None = None
     try:
         sampler = sampler_factory(handle.sample_target) if sampler_factory else None
         if sampler:
@@ -76,22 +90,58 @@ def execute_run(engine: Engine, request: RunRequest, on_event,
             for event in tail.poll():
                 on_event(event)
             if request.time_limit_s and time.monotonic() - started > request.time_limit_s:
-                handle.kill(f"time limit ({request.time_limit_s} s)")
+                stopped_for = f"time limit ({request.time_limit_s} s)"
+                _stop(handle, stopped_for, problems)
                 break
             time.sleep(POLL_S)
     except BaseException as e:  # Ctrl-C, or a host-side error: never leave the run (a container) behind
-        handle.kill("interrupted" if isinstance(e, KeyboardInterrupt) else f"runner error: {type(e).__name__}")
-        try:
-            handle.finish()
-        finally:
-            if sampler:
-                sampler.stop()
-        raise
-    outcome = handle.finish()
-    for event in tail.poll():
-        on_event(event)
-    samples = sampler.stop() if sampler else []
+        stop = e
+        stopped_for = f"runner error: {_one_line(e)}" if isinstance(e, Exception) else "interrupted"
+        _stop(handle, stopped_for, problems)
+    try:
+        outcome = handle.finish()
+    except Exception as e:  # noqa: BLE001 - the engine lost the run: a failed row, the sweep goes on
+        outcome = _host_failure("the engine could not finish the run", e, started, stopped_for)
+    finally:
+        samples = _stop_sampler(sampler, problems)
+    if stop is not None and not isinstance(stop, Exception):
+        raise stop
+    try:
+        for event in tail.poll():
+            on_event(event)
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"runner error: {_one_line(e)}")
+    if problems:
+        outcome.reason = "; ".join([outcome.reason or "failed on the host side", *problems])
     return outcome, samples, sampler.status() if sampler else None
+
+
+def _one_line(e: BaseException) -> str:
+    text = e.describe() if isinstance(e, RunnerError) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split())[:500]
+
+
+def _host_failure(what: str, e: Exception, started: float, stopped_for: str | None = None) -> RunOutcome:
+    reason = f"{stopped_for + '; ' if stopped_for else ''}{what}: {_one_line(e)}"
+    return RunOutcome(exit_code=None, reason=reason, log=reason + "\n", wall_s=time.monotonic() - started)
+
+
+def _stop(handle, reason: str, problems: list[str]) -> None:
+    """Stop a run; an engine that fails to is noted in the run's reason (finish() still bounds the wait)."""
+    try:
+        handle.kill(reason)
+    except Exception as e:  # noqa: BLE001 - EngineError and the SDK's errors: noted, finish() goes on
+        problems.append(f"stopping it failed: {_one_line(e)}")
+
+
+def _stop_sampler(sampler, problems: list[str]) -> list:
+    if sampler is None:
+        return []
+    try:
+        return sampler.stop()
+    except Exception as e:  # noqa: BLE001 - telemetry is lost, the run's result is not
+        problems.append(f"telemetry sampler: {_one_line(e)}")
+        return []
 
 
 def write_run_config(run: Run, run_dir: Path) -> Path:
@@ -250,10 +300,17 @@ def _fingerprint(writer, engine, client, images, dataset) -> None:
         writer.add_environment(f"images/{choice.name or 'local-' + fw}", info)
 
 
+@contextmanager
+def removed_after(folder: Path) -> Iterator[Path]:
+    """The runs' scratch folder: removed when the block ends, however it ends."""
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, console: Console,
              weights=None) -> list[RunRecord]:
-    import shutil
-
     from runner.reproduce.live import LiveView
     from runner.telemetry.sampler import TelemetrySampler
 
@@ -269,7 +326,7 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
             rec = writer.state["runs"][run.id]
             records.append(RunRecord(run, rec["status"], rec.get("reason"), 0.0, rec.get("image_id"),
                                      rec.get("summary", {})))
-    with LiveView(console, len(todo)) as live:
+    with removed_after(scratch), LiveView(console, len(todo)) as live:  # on every exit path, Ctrl-C too
         for run in todo:
             choice = images[run.framework]
             live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
@@ -314,5 +371,4 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
                                      choice.image_id, summary))
             live.end_run(final)
             shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
     return records
