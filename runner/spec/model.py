@@ -141,10 +141,6 @@ class Dataset(Strict):
             raise ValueError("give either `path` or `synthetic`, not both")
         if self.synthetic is not None and self.name is DatasetName.imagenet:
             raise ValueError("synthetic data exists for cifar10 and cifar100 only")
-        if self.num_classes is not None and self.num_classes != NUM_CLASSES[self.name]:
-            raise ValueError(f"num_classes {self.num_classes} differs from the {NUM_CLASSES[self.name]} classes "
-                             f"of {self.name.value}; the workload refuses data with another class count "
-                             "(remove num_classes)")
         return self
 
     @property
@@ -369,6 +365,11 @@ class Experiment(Strict):
         if self.variant is Variant.cuda and self.resources.gpus == 0:
             problems.append((("variant",), "variant cuda needs resources.gpus >= 1",
                              "set resources.gpus, or use variant cpu"))
+        ds = self.dataset
+        if ds.num_classes is not None and ds.num_classes != NUM_CLASSES[ds.name]:
+            problems.append((("dataset", "num_classes"), f"num_classes {ds.num_classes} differs from the "
+                             f"{NUM_CLASSES[ds.name]} classes of {ds.name.value}; the workload refuses data with "
+                             "another class count", "remove dataset.num_classes"))
         if self.resources.gpus > 1:
             problems.append((("resources", "gpus"),
                              f"resources.gpus is {self.resources.gpus}, but a run uses one GPU (data-parallel "
