@@ -1,0 +1,102 @@
+"""Hostile spec files: each is refused in one line, exit 2, in under 2 s and 200 MB, nothing written.
+
+Each case runs `runner plan` in its own process (the measurement is the child's own wall time and
+peak RSS from os.wait4), so a hang or a memory blow-up is seen as such, not as a test crash.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import EXPERIMENTS, REPO, files_under
+
+MAX_WALL_S = 2.0
+MAX_RSS_BYTES = 200 * 1024 * 1024
+
+
+def alias_bomb(levels: int) -> str:
+    """The classic 'billion laughs': each level is a list of nine aliases to the one before."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _fifo(p: Path) -> None:
+    os.mkfifo(p)
+
+
+def _link_to_zero(p: Path) -> None:
+    p.symlink_to("/dev/zero")
+
+
+CASES: dict[str, tuple[Callable[[Path], object], str]] = {
+    # name: (make the file at the path, text the one line must hold)
+    "fifo": (_fifo, "is a FIFO"),
+    "link-to-dev-zero": (_link_to_zero, "is a device"),
+    "folder": (lambda p: p.mkdir(), "is a folder"),
+    "alias-bomb-9-levels": (lambda p: p.write_text(alias_bomb(9)), "YAML an anchor"),
+    "nested-100000": (lambda p: p.write_text("name: " + "[" * 100_000 + "]" * 100_000 + "\n"), "nest"),
+    "list-100000": (lambda p: p.write_text("name: x\nsweeps:\n" + "  - 1\n" * 100_000),
+                    "more than 20000 entries"),
+    "flow-list-100000": (lambda p: p.write_text("name: [" + "1," * 100_000 + "1]\n"), "more than 20000 entries"),
+    "over-1-mb": (lambda p: p.write_text("description: '" + "x" * 1_000_001 + "'\n"), "1000000-byte limit"),
+}
+
+
+def run_plan(spec: Path, cwd: Path) -> tuple[int, str, float, int]:
+    """(exit code, stderr, wall seconds, peak RSS bytes) of `runner plan SPEC` in a child process."""
+    out, err = cwd / ".out", cwd / ".err"
+    with out.open("wb") as o, err.open("wb") as e:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", "from runner.cli.main import main; main()", "plan", str(spec)],
+                                cwd=cwd, stdout=o, stderr=e, env={**os.environ, "PYTHONPATH": str(REPO)})
+        killer = threading.Timer(30, proc.kill)  # a hang fails the time assertion instead of the suite
+        killer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        killer.cancel()
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    text = err.read_text()
+    out.unlink()
+    err.unlink()
+    return proc.returncode, text, wall, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_hostile_spec_is_refused_cheaply(case: str, tmp_path: Path):
+    make, expect = CASES[case]
+    spec = tmp_path / "in" / "spec.yaml"
+    spec.parent.mkdir()
+    make(spec)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = files_under(work)
+    code, err, wall, rss = run_plan(spec, work)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert str(spec) in lines[0] and expect in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert files_under(work) == before  # nothing written (no results/)
+    assert wall < MAX_WALL_S, f"{case}: {wall:.2f} s"
+    assert rss < MAX_RSS_BYTES, f"{case}: {rss / 2**20:.0f} MB"
+
+
+def test_dev_zero_itself_is_refused(tmp_path: Path):
+    code, err, wall, _ = run_plan(Path("/dev/zero"), tmp_path)
+    assert code == 2 and "is a device" in err and wall < MAX_WALL_S
+
+
+def test_a_real_spec_still_plans_within_the_same_budget(tmp_path: Path):
+    """The budget is not met by refusing everything: the smoke spec plans in it."""
+    code, err, wall, rss = run_plan(EXPERIMENTS / "smoke.yaml", tmp_path)
+    assert code == 0, err
+    assert wall < MAX_WALL_S and rss < MAX_RSS_BYTES
