@@ -40,10 +40,11 @@ from runner.errors import BundleError, RunnerError
 MAX_MEMBERS = 100_000  # each TarInfo kept costs about 1 KB: 100 MB at most
 MAX_READ = 64 * 2**20  # the largest single read tarfile may ask for (a pax header is read whole)
 BUNDLE_MAX_BYTES = 64 * 2**30
-BUNDLE_MIN_BYTES = 256 * 2**20  # a small archive may always expand to this much
-BUNDLE_MAX_RATIO = 200  # decompressed/compressed: Parquet and logs compress far less; zeros 1000:1
+BUNDLE_MIN_BYTES = 128 * 2**20  # a small archive may always expand to this much
+BUNDLE_MAX_RATIO = 100  # decompressed/compressed: bundles (Parquet, JSON logs) ~3-20:1; zeros ~1000:1
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 GZIP_MAGIC = b"\x1f\x8b"
+GENUINE_FIX = "check where the archive came from; if it is genuine, extract it and give the folder"
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Limits:
 
     @classmethod
     def for_bundle(cls, path: Path, work_dir: Path) -> Limits:
-        """A bundle archive: at most 200 x its size (256 MiB at least), 64 GiB, and the free space."""
+        """A bundle archive: at most 100 x its size (128 MiB at least), 64 GiB, and the free space."""
         size = path.stat().st_size
         free = shutil.disk_usage(work_dir).free
         return cls(MAX_MEMBERS, min(BUNDLE_MAX_BYTES, max(BUNDLE_MIN_BYTES, BUNDLE_MAX_RATIO * size), free))
@@ -69,7 +70,7 @@ class _Capped(io.RawIOBase):
 
     def _refuse(self, where: int) -> None:
         raise self.error(f"expands to more than {self.cap:,} bytes (at byte {where:,}); nothing was extracted",
-                         file=self.source, fix="a bundle archive this large is not plausible; check where it came from")
+                         file=self.source, fix=GENUINE_FIX)
 
     def readable(self) -> bool:
         return True
@@ -161,8 +162,9 @@ def check_members(tar: tarfile.TarFile, source: Path, *, allow_links: bool = Fal
             target = member.linkname
             if member.issym():
                 target = posixpath.join(posixpath.dirname(name), target)
-            if _bad_name(target) or posixpath.normpath(target).startswith("../") or posixpath.isabs(target) \
-                    or posixpath.normpath(target) == "..":
+            resolved = posixpath.normpath(target)  # l2/../l1/layer.tar is l1/layer.tar: inside
+            if not target or "\x00" in target or "\\" in target or posixpath.isabs(member.linkname) \
+                    or resolved in ("..", ".") or resolved.startswith("../"):
                 raise error(f"{where} links outside the archive ({member.linkname!r}); nothing was extracted",
                             file=source, fix="use an archive written by runner")
         elif not (member.isfile() or member.isdir()):
@@ -171,7 +173,7 @@ def check_members(tar: tarfile.TarFile, source: Path, *, allow_links: bool = Fal
         total += max(member.size, 0)
         if max_bytes is not None and total > max_bytes:
             raise error(f"expands to more than {max_bytes:,} bytes", file=source,
-                        fix="check the archive; pass a larger limit if it is genuine")
+                        fix=GENUINE_FIX)
         members.append(member)
     return members
 
