@@ -6,10 +6,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from rich import box
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from runner.audit.diff import GROUPS, DiffItem, MetricDelta, short
+from runner.cli.fit import Fit
 
 if TYPE_CHECKING:
     from runner.audit.reproduction import Check, ReproductionReport
@@ -53,23 +56,63 @@ def deltas_table(deltas: list[MetricDelta], title: str) -> Table:
     return table
 
 
-def _value(v: object) -> str:
+def _value(v: object, width: int = 24) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
-    return short(v, 24) if v is not None else "-"
+    return short(v, width) if v is not None else "-"
 
 
-def reproduction_table(report: ReproductionReport, only_misses: bool = False) -> Table:
+def reproduction_table(report: ReproductionReport, only_misses: bool = False) -> Fit:
+    """The verdict: one table where the console is wide enough, else one block per run (80 columns)."""
+    checks = [c for c in report.checks if not only_misses or c.verdict in ("miss", "missing")]
+    return Fit(lambda: _reproduction_wide(report, checks), lambda width: _reproduction_blocks(report, checks))
+
+
+def _detail(c: Check) -> str:
+    return "; ".join(part for part in (c.detail, c.cause) if part)
+
+
+def _reproduction_wide(report: ReproductionReport, checks: list[Check]) -> Table:
     table = Table(title=f"reproduction of {report.original.name}", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False)
     for col in ("run", "framework", "metric", "original", "new", "tolerance", "verdict", "detail"):
-        table.add_column(col, overflow="fold")
-    for c in report.checks:
-        if only_misses and c.verdict not in ("miss", "missing"):
-            continue
+        table.add_column(col, no_wrap=col != "detail")
+    for c in checks:
         table.add_row(c.run_id, c.framework, c.metric, _value(c.original), _value(c.new), c.tolerance,
-                      Text(c.verdict, style=_VERDICT_STYLE[c.verdict]), Text(c.detail))
+                      Text(c.verdict, style=_VERDICT_STYLE[c.verdict]), Text(_detail(c)))
     return table
+
+
+_NARROW_VALUE = 14  # characters of a value in the narrow form (numbers take at most 12)
+
+
+def _reproduction_blocks(report: ReproductionReport, checks: list[Check]) -> Group:
+    """Per run: a heading, then metric / original / new / verdict; a miss's tolerance and detail below it."""
+    parts: list[RenderableType] = [Text(f"reproduction of {report.original.name}")]
+    metric_w = max((len(c.metric) for c in checks), default=6)
+    runs: dict[str, list[Check]] = {}
+    for c in checks:
+        runs.setdefault(c.run_id, []).append(c)
+    for run_id, run_checks in runs.items():
+        first = run_checks[0]
+        counts = {v: sum(c.verdict == v for c in run_checks) for v in _VERDICT_STYLE}
+        tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        renamed = f" (new run {first.new_run_id})" if first.new_run_id and first.new_run_id != run_id else ""
+        parts += [Text(""), Text(f"{run_id} {first.framework}{renamed}: {tally}", style="bold")]
+        rows = [(c, _value(c.original, _NARROW_VALUE), _value(c.new, _NARROW_VALUE)) for c in run_checks]
+        value_w = max([len(o) for _, o, _ in rows] + [len(n) for _, _, n in rows] + [len("original")])
+        parts.append(Text(f"  {'metric':<{metric_w}}  {'original':>{value_w}}  {'new':>{value_w}}  verdict",
+                          style="dim"))
+        for c, orig, new in rows:
+            line = Text(f"  {c.metric:<{metric_w}}  {orig:>{value_w}}  {new:>{value_w}}  ")
+            line.append(c.verdict.upper() if c.verdict in ("miss", "missing") else c.verdict,
+                        style=_VERDICT_STYLE[c.verdict])
+            parts.append(line)
+            if c.verdict != "pass":
+                why = "; ".join(p for p in (c.detail, f"tolerance {c.tolerance}" if c.tolerance != "-" else "",
+                                            c.cause) if p)
+                parts.append(Padding(Text(why, style="dim" if c.verdict == "skip" else ""), (0, 0, 0, 6)))
+    return Group(*parts)
 
 
 def _md_escape(text: str) -> str:
@@ -85,7 +128,7 @@ def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
 def _check_row(c: Check) -> list[str]:
     verdict = {"pass": "pass", "miss": "**MISS**", "missing": "**MISSING**", "skip": "skip"}[c.verdict]
     return [f"`{c.run_id}`", c.framework, c.metric, _value(c.original), _value(c.new), c.tolerance, verdict,
-            c.detail]
+            _detail(c)]
 
 
 def reproduction_markdown(report: ReproductionReport, max_provenance: int = 25) -> str:

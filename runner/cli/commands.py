@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -11,20 +12,34 @@ from runner.cli.options import DEFAULT_DATA_ROOT, DataRoot, JsonFlag, MaxRuns, S
 from runner.spec.limits import MAX_RUNS
 
 
-def plan(spec: SpecPath, as_json: JsonFlag = False, max_runs: MaxRuns = MAX_RUNS) -> None:
+class PlanFormat(StrEnum):
+    table = "table"
+    markdown = "markdown"
+    json = "json"
+
+
+FormatOpt = Annotated[PlanFormat, typer.Option(
+    "--format", help="table (fits the terminal: blocks per sweep when narrow), markdown (every column), json.")]
+
+
+def plan(spec: SpecPath, as_json: JsonFlag = False, max_runs: MaxRuns = MAX_RUNS,
+         fmt: FormatOpt = PlanFormat.table) -> None:
     """Expand a spec into its runs (sweeps x grid x frameworks x repeats) and show them."""
     from runner.spec.plan import plan_file
 
     the_plan = plan_file(spec, max_runs=max_runs)
-    if as_json:
+    if as_json or fmt is PlanFormat.json:
         typer.echo(json.dumps({
             "experiment": the_plan.experiment.name,
             "spec_sha256": the_plan.spec_hash,
             "runs": [r.row() for r in the_plan.runs],
         }, indent=2))
         return
-    from runner.cli.render import plan_table
+    from runner.cli.render import plan_markdown, plan_table
 
+    if fmt is PlanFormat.markdown:
+        typer.echo(plan_markdown(the_plan), nl=False)
+        return
     plan_table(the_plan)
 
 

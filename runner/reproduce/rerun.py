@@ -115,9 +115,11 @@ def _reproduce(bundle: Path, rerun, opts, archives: list[Path], overrides: dict[
     new = reproduce_spec(bundle / "spec.yaml", opts, console=console, rerun=rerun)
     console.print(f"new bundle {new}: digest {bundle_digest(read_manifest(new))}", markup=False)
     report = compare_runs(bundle, new)
+    full = new.parent / f"{new.name}.reproduction.md"  # every column, whatever the terminal's width
+    write_atomic(full, report.to_markdown().encode())
     console.print(reproduction_table(report))
-    (new.parent / f"{new.name}.reproduction.md").write_text(report.to_markdown())
+    console.print(f"full table: {full}", markup=False, highlight=False)
     if not report.ok:
         raise CheckFailed(report.summary(), file=new, fix="read the provenance diff above")
-    console.print(f"[green]reproduced[/]: {report.summary()}")
+    console.print(f"[green]{report.summary()}[/]")
     return new

@@ -211,3 +211,36 @@ def test_a_schema_1_bundle_is_read_and_says_host_load_not_recorded(busy_pair, tm
     report = compare_runs(old, quiet)
     assert checks(report, "mean_images_per_s")[0].cause == "host load not recorded for the ORIGINAL run"
     assert "host load not recorded for the ORIGINAL run" in report.summary()
+
+
+def _print(renderable, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_the_verdict_at_80_columns_splits_no_word(busy_pair):
+    from runner.audit.render import reproduction_table
+    from runner.audit.reproduction import RUN_METRICS
+    from tests.width import fragments, widest_line
+
+    busy, quiet = busy_pair
+    report = compare_runs(busy, quiet)
+    text = _print(reproduction_table(report), 80)
+    names = [*RUN_METRICS, "latency_per_image_ms", "step_losses", *(c.run_id for c in report.checks)]
+    assert fragments(text, names) == [], text
+    assert widest_line(text) <= 80
+    assert "latency_per_image_ms[batch=1]" in text and "mean_images_per_s" in text
+    miss = text.splitlines()[text.splitlines().index(next(ln for ln in text.splitlines()
+                                                          if ln.lstrip().startswith("mean_images_per_s")))]
+    assert miss.split()[-1] == "MISS"
+    assert "likely cause: the ORIGINAL run's host was busy" in " ".join(text.split())
+    # a wide terminal keeps one table, every column on one line per check
+    wide = _print(reproduction_table(report), 400)
+    header = next(line for line in wide.splitlines() if line.lstrip().startswith("run"))
+    assert header.split() == ["run", "framework", "metric", "original", "new", "tolerance", "verdict", "detail"]
+    assert len(wide.splitlines()) < len(report.checks) + 6

@@ -95,3 +95,50 @@ def test_plan_json(cli):
     result = cli("plan", EXPERIMENTS / "smoke.yaml", "--json")
     data = json.loads(result.out)
     assert data["experiment"] == "smoke" and len(data["runs"]) == 2
+
+
+# Rendering: readable at 80 columns (the width of many terminals and of CI logs).
+
+def _rendered(plan, width: int) -> str:
+    from rich.console import Console
+
+    from runner.cli.render import plan_view
+
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(plan_view(plan))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("spec", ["alexnet-cifar10", "smoke", "resnet50-cifar10"])
+def test_plan_at_80_columns_splits_no_word(spec: str):
+    from tests.width import fragments, widest_line
+
+    plan = plan_file(EXPERIMENTS / f"{spec}.yaml")
+    text = _rendered(plan, 80)
+    ids = [r.id for r in plan.runs]
+    words = ids + ["framework", "tensorflow", "pytorch", "throughput", "convergence", "epochs"]
+    assert fragments(text, words) == [], text
+    assert widest_line(text) <= 80
+    assert all(i in text for i in ids)  # every run id whole
+    assert "…" not in text
+    wide = _rendered(plan, 200)  # a wide terminal keeps one table with every column
+    assert any(line.split()[:3] == ["id", "sweep", "framework"] for line in wide.splitlines())
+
+
+def test_plan_cli_at_80_columns_and_markdown(cli, monkeypatch):
+    from tests.width import fragments, widest_line
+
+    monkeypatch.setenv("COLUMNS", "80")
+    spec = EXPERIMENTS / "alexnet-cifar10.yaml"
+    ids = [r.id for r in plan_file(spec).runs]
+    out = cli("plan", spec)
+    assert out.code == 0 and widest_line(out.out) <= 80
+    assert fragments(out.out, ids + ["tensorflow", "throughput", "convergence"]) == []
+    assert "sweep throughput: 10 runs" in out.out
+    md = cli("plan", spec, "--format", "markdown")
+    assert md.code == 0
+    lines = md.out.splitlines()
+    assert lines[2] == "| id | sweep | framework | rep | seed | batch | optim | lr | epochs | grid |"
+    assert len(lines) == 4 + len(ids)
+    assert json.loads(cli("plan", spec, "--format", "json").out)["experiment"] == "alexnet-cifar10"
+    assert cli("plan", spec, "--format", "html").code == 2
