@@ -66,10 +66,10 @@ def plan_load(arch: Arch, file_tensors: dict[str, tuple[np.dtype, tuple[int, ...
                              fix=f"add {spec.path!r} to pretrained.skip to keep its seeded init "
                                  "(e.g. a new classifier), or import weights made for this model")
         loaded.append(spec.key)
-    model_keys = {s.key for s in specs}
+    taken = set(loaded)
     ignored = []
     for key in sorted(file_tensors):
-        if key in model_keys:
+        if key in taken:
             continue
         if not any(_under(key, p) for p in skip):
             raise ModelError(f"the weights hold tensor {key}, which {arch.name} has no place for", file=source,
