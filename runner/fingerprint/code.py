@@ -25,7 +25,7 @@ PACKAGE_ROOT = Path(runner.__file__).resolve().parent.parent
 WORKLOAD_DIRS = ("runner/workload", "runner/data")
 # The package files the workload imports outside those folders: without them a mounted copy of
 # the code would not be a package of its own.
-WORKLOAD_FILES = ("runner/__init__.py", "runner/errors.py")
+WORKLOAD_FILES = ("runner/__init__.py", "runner/errors.py", "runner/fileio.py")
 _SKIP_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache"})
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
