@@ -59,3 +59,31 @@ def test_a_busy_container_then_a_removed_one():
     assert all(r["mem_bytes"] and r["mem_bytes"] > 0 for r in good)
     assert sampler.errors == {}
     assert gone.errors == {"container": 1} and gone.samples == []
+
+
+@pytest.mark.docker
+def test_a_busy_containers_own_cpu_is_not_other_load():
+    """Host busy includes the container's spinning; other load is the host less the container's own CPU."""
+    import docker
+    import psutil
+
+    client = docker.from_env(timeout=30)
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{IMAGE} not built (.ci/provision.sh makes it)")
+    container = client.containers.run(IMAGE, ["sh", "-c", "while :; do :; done"], detach=True,
+                                      network_mode="none", mem_limit="256m")
+    try:
+        sampler = TelemetrySampler(interval_s=0.5, nvml=None, container=container).start()
+        time.sleep(4.0)
+        rows = sampler.stop()
+    finally:
+        container.remove(force=True)
+    host = [r for r in rows if r["source"] == "host" and r["other_cpu_pct"] is not None]
+    assert len(host) >= 3, rows
+    one_core = 100 / psutil.cpu_count()
+    busy = sum(r["host_cpu_pct"] for r in host) / len(host)
+    other = sum(r["other_cpu_pct"] for r in host) / len(host)
+    assert busy > 0.7 * one_core  # the container's loop keeps a core busy (the host may be busier still)
+    assert other < busy - 0.5 * one_core  # ... and that core is the run's own, not other load
