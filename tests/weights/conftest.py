@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from runner.workload.models import ModelConfig, build_arch, init_weights
+from tests.workload.conftest import tf_mod, torch_mod  # noqa: F401 - the frameworks, one thread each
 
 
 def simple_cnn(num_classes: int = 10, **kw):
