@@ -123,3 +123,32 @@ def check_run(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dict[
         normalize_ops(doc["data"]["augmentation"])
     except RunnerError as exc:
         raise _error(exc, doc, origin, spec_path, lines) from None
+
+
+# Spec fields that never reach run.json, and why (tests/spec/test_field_walk.py proves every other
+# field does; docs/spec.md lists these). Paths: dotted, `[]` for list items.
+HOST_ONLY_FIELDS: dict[str, str] = {
+    "description": "text for people",
+    "dataset.path": "where the host finds the data; the workload reads the verified, prepared copy",
+    "dataset.sha256": "the host verifies the dataset against it before mounting it",
+    "dataset.synthetic.train_size": "the host generates the synthetic dataset",
+    "dataset.synthetic.test_size": "the host generates the synthetic dataset",
+    "dataset.synthetic.seed": "the host generates the synthetic dataset",
+    "model.pretrained.path": "where the host finds the weights file; run.json pins its sha256",
+    "sweeps[].description": "text for people",
+    "resources.gpus": "the engine's device request (a run uses at most one GPU)",
+    "resources.cpus": "the engine's CPU quota",
+    "resources.memory": "the engine's memory limit",
+    "resources.shm": "the engine's /dev/shm size",
+    "resources.time_limit_s": "the host stops a run after it",
+    "execution.engine": "where the host runs the workload",
+    "references[].source": "runner compare sets published numbers beside ours",
+    "references[].match": "runner compare sets published numbers beside ours",
+    "references[].metrics": "runner compare sets published numbers beside ours",
+}
+
+# Fields with one allowed value (any other is refused), so no other value can reach run.json.
+SINGLE_VALUE_FIELDS: dict[str, str] = {
+    "recipe.loss": "cross_entropy is the one loss the workload implements",
+    "execution.executor": "inline is the one executor (a Slurm executor is planned)",
+}
