@@ -42,7 +42,7 @@ def _pct(value: Any) -> float | None:
 
 
 def _fmt(pct: float | None) -> str:
-    return "?" if pct is None else f"{pct:.0f} %"
+    return "?" if pct is None else f"{pct:.0f}%"
 
 
 def likely_cause(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = ("ORIGINAL", "NEW")) -> str:

@@ -32,28 +32,70 @@ def verify_table(result: VerifyResult) -> Table:
     return table
 
 
-def diff_table(items: list[DiffItem], title: str, limit: int | None = None) -> Table:
+def diff_table(items: list[DiffItem], title: str, limit: int | None = None) -> Fit:
+    """Provenance differences: a table where it fits unwrapped, else one block per field (80 columns)."""
+    shown = items[:limit]
+    return Fit(lambda: _diff_wide(shown, title), lambda width: _diff_blocks(shown, title))
+
+
+def _diff_field(item: DiffItem) -> str:
+    return item.field + (f" ({len(item.runs)} run{'s' * (len(item.runs) > 1)})" if item.runs else "")
+
+
+def _diff_wide(items: list[DiffItem], title: str) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rank", "group", "field", "A", "B"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("rank", "group", "field"))
-    for item in items[:limit]:
+        table.add_column(col, no_wrap=True)
+    for item in items:
         a, b = item.text(48)
-        field = item.field + (f" ({len(item.runs)} run{'s' * (len(item.runs) > 1)})" if item.runs else "")
-        table.add_row(str(item.rank), item.group, Text(field), Text(a), Text(b))
+        table.add_row(str(item.rank), item.group, Text(_diff_field(item)), Text(a), Text(b))
     return table
 
 
-def deltas_table(deltas: list[MetricDelta], title: str) -> Table:
+def _diff_blocks(items: list[DiffItem], title: str) -> Group:
+    parts: list[RenderableType] = [Text(title)]
+    for item in items:
+        a, b = item.text(200)
+        parts += [Text(f"{item.rank} {item.group}: {_diff_field(item)}"),
+                  Padding(Text(f"A: {a}"), (0, 0, 0, 2)), Padding(Text(f"B: {b}"), (0, 0, 0, 2))]
+    return Group(*parts)
+
+
+def deltas_table(deltas: list[MetricDelta], title: str) -> Fit:
+    """Metrics that differ: a table where it fits unwrapped, else one block per run pair (80 columns)."""
+    changed = [d for d in deltas if d.a != d.b]
+    return Fit(lambda: _deltas_wide(changed, title), lambda width: _deltas_blocks(changed, title, width))
+
+
+def _delta_text(d: MetricDelta) -> str:
+    if d.delta is None:
+        return ""
+    return f"{d.delta:+.4g}" + (f" ({d.relative:+.1%})" if d.relative else "")
+
+
+def _deltas_wide(deltas: list[MetricDelta], title: str) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("run A", "run B", "framework", "metric", "A", "B", "delta"):
-        table.add_column(col, overflow="fold", justify="right" if col in ("A", "B", "delta") else "left")
+        table.add_column(col, no_wrap=True, justify="right" if col in ("A", "B", "delta") else "left")
     for d in deltas:
-        if d.a == d.b:
-            continue
-        delta = "" if d.delta is None else (f"{d.delta:+.4g}" + (f" ({d.relative:+.1%})" if d.relative else ""))
         table.add_row(d.run_a, d.run_b if d.run_b != d.run_a else "=", d.framework, d.metric, _value(d.a),
-                      _value(d.b), delta)
+                      _value(d.b), _delta_text(d))
     return table
+
+
+def _deltas_blocks(deltas: list[MetricDelta], title: str, width: int) -> Group:
+    from runner.cli.fit import grid_or_lines
+
+    parts: list[RenderableType] = [Text(title)]
+    pairs: dict[tuple[str, str], list[MetricDelta]] = {}
+    for d in deltas:
+        pairs.setdefault((d.run_a, d.run_b), []).append(d)
+    for (run_a, run_b), group in pairs.items():
+        other = f" (B: {run_b})" if run_b != run_a else ""
+        parts.append(Text(f"{run_a} {group[0].framework}{other}"))
+        rows = [[d.metric, _value(d.a, 14), _value(d.b, 14), _delta_text(d)] for d in group]
+        parts.append(grid_or_lines(["metric", "A", "B", "delta"], rows, width, right=("A", "B", "delta"), indent=1))
+    return Group(*parts)
 
 
 def _value(v: object, width: int = 24) -> str:

@@ -29,7 +29,7 @@ def _cells(rec) -> list[str]:
     other = s.get("host_other_cpu_mean_pct")
     return [rec.run.id, rec.run.framework, rec.status, _fmt(s.get("final_test_accuracy"), ".3f"),
             _fmt(s.get("mean_images_per_s"), ",.0f"), _fmt(s.get("training_time_s"), ".1f"),
-            "-" if other is None else f"{other:.0f} %"]
+            "-" if other is None else f"{other:.0f}%"]
 
 
 def _wide(records: list) -> Table:

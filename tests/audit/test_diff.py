@@ -103,12 +103,19 @@ def test_diff_names_a_busy_host_beside_a_throughput_difference(tmp_path, cli, mo
     fa, fb, fc = load_facts(a), load_facts(b), load_facts(c)
     notes = timing_notes(fa, fb, metric_deltas(fa, fb))
     assert {n.metric for n in notes} == {"mean_images_per_s"} and len(notes) == 2
-    assert notes[0].cause == ("likely cause: the A run's host was busy (other processes used 48 % of the CPUs, "
-                              "steal 0 %)")
+    assert notes[0].cause == ("likely cause: the A run's host was busy (other processes used 48% of the CPUs, "
+                              "steal 0%)")
     assert timing_notes(fa, fc, metric_deltas(fa, fc)) == []
     ensure_registered()
     monkeypatch.setenv("COLUMNS", "80")
     out = cli("bundle", "diff", a, b)
-    assert out.code == 0 and "timing:" in out.out and "the A run's host was busy" in out.out
+    assert out.code == 0 and "timing:" in out.out and "the A run's host was busy" in " ".join(out.out.split())
+    # at 80 columns no metric name or run id is split into slivers; every line fits
+    from tests.width import fragments, widest_line
+
+    ids = [r["run_id"] for r in fa.runs]
+    assert fragments(out.out, ["mean_images_per_s", "tensorflow", *ids]) == [], out.out
+    assert widest_line(out.out) <= 80
+    assert "mean_images_per_s" in out.out
     js = json.loads(cli("bundle", "diff", a, b, "--json").out)
     assert js["timing"][0]["cause"].startswith("likely cause: the A run's host was busy")

@@ -155,8 +155,8 @@ def test_a_busy_original_host_is_named_as_the_likely_cause(busy_pair):
     report = compare_runs(busy, quiet)
     thr = checks(report, "mean_images_per_s")
     assert {c.verdict for c in thr} == {MISS}
-    assert thr[0].cause == ("likely cause: the ORIGINAL run's host was busy (other processes used 48 % of the "
-                            "CPUs, steal 0 %)")
+    assert thr[0].cause == ("likely cause: the ORIGINAL run's host was busy (other processes used 48% of the "
+                            "CPUs, steal 0%)")
     summary = report.summary()
     assert summary.startswith("NOT reproduced") and "\n" not in summary
     assert "mean_images_per_s" in summary and "likely cause: the ORIGINAL run's host was busy" in summary
@@ -174,9 +174,9 @@ def test_steal_alone_makes_a_host_busy_and_quiet_hosts_are_said_quiet(tmp_path):
     quiet = make_bundle(tmp_path / "q", spec=SMALL, values=_loaded(1.0, (2.0, 0.0)))
     quiet_slow = make_bundle(tmp_path / "qs", spec=SMALL, values=_loaded(0.5, (1.0, 0.0)))
     cause = checks(compare_runs(stolen, quiet), "mean_images_per_s")[0].cause
-    assert cause == "likely cause: the ORIGINAL run's host was busy (other processes used 3 % of the CPUs, steal 12 %)"
+    assert cause == "likely cause: the ORIGINAL run's host was busy (other processes used 3% of the CPUs, steal 12%)"
     cause = checks(compare_runs(quiet_slow, quiet), "mean_images_per_s")[0].cause
-    assert cause.startswith("hosts were not busy (ORIGINAL: other processes used 1 % of the CPUs")
+    assert cause.startswith("hosts were not busy (ORIGINAL: other processes used 1% of the CPUs")
 
 
 def _as_schema_1(bundle: Path, dest: Path) -> Path:
