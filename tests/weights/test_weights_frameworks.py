@@ -92,7 +92,7 @@ def test_imported_weights_load_equally_and_frozen_layers_stay(setup, torch_mod, 
             expected = seeded[key] if key.startswith("fc3.") else pretrained[key]
             assert np.array_equal(start[key], expected), (fw, key)
         logits[fw] = _logits(backend, x)
-        for step in range(3):
+        for _step in range(3):
             backend.train_step(backend.to_device(x, y), 0.05)
         after = _export(backend)
         for key in FROZEN:
