@@ -8,6 +8,7 @@ the thresholds in `runner.audit.tolerances`. Bundles written before these column
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,10 @@ class HostLoad:
 
 
 def _pct(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A recorded percentage; anything else (null, NaN, a string in a doctored bundle) counts as not recorded."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _fmt(pct: float | None) -> str:

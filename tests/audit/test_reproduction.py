@@ -244,3 +244,12 @@ def test_the_verdict_at_80_columns_splits_no_word(busy_pair):
     header = next(line for line in wide.splitlines() if line.lstrip().startswith("run"))
     assert header.split() == ["run", "framework", "metric", "original", "new", "tolerance", "verdict", "detail"]
     assert len(wide.splitlines()) < len(report.checks) + 6
+
+
+def test_a_non_finite_host_load_counts_as_not_recorded():
+    from runner.audit.hostload import HostLoad, likely_cause
+
+    nan = {"host_other_cpu_mean_pct": float("nan"), "host_steal_mean_pct": float("inf")}
+    assert not HostLoad.of(nan).recorded and not HostLoad.of(nan).busy
+    assert likely_cause(nan, {"host_other_cpu_mean_pct": 1.0, "host_steal_mean_pct": 0.0}) == (
+        "host load not recorded for the ORIGINAL run")
