@@ -109,3 +109,18 @@ def test_cuda_version_text():
     assert cuda_version_text(12040) == "12.4"
     assert cuda_version_text(11080) == "11.8"
     assert cuda_version_text(None) is None
+
+
+def test_fake_finds_a_gpu_by_uuid_as_pynvml_does():
+    """The telemetry's GPU filter names GPUs by index or UUID: the fake answers both like pynvml."""
+    from tests.fingerprint.fake_pynvml import NVML_ERROR_NOT_FOUND
+
+    uuids = [f"GPU-00000000-0000-0000-0000-00000000000{i}" for i in range(4)]
+    nvml = make_fake_nvml([FakeGpu(uuid=u) for u in uuids])
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByUUID(uuids[3])
+    assert nvml.nvmlDeviceGetIndex(handle) == 3 and nvml.nvmlDeviceGetUUID(handle) == uuids[3]
+    with pytest.raises(nvml.NVMLError_NotFound) as err:
+        nvml.nvmlDeviceGetHandleByUUID("GPU-ffffffff-0000-0000-0000-000000000000")
+    assert err.value.value == NVML_ERROR_NOT_FOUND
+    nvml.nvmlShutdown()
