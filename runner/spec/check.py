@@ -22,7 +22,7 @@ from runner.data.augment import normalize_ops
 from runner.data.registry import get_dataset
 from runner.errors import RunnerError, SpecError
 from runner.spec.load import Loc, field_name, nearest_line
-from runner.workload.harness.config import FRAMEWORKS, parse_config
+from runner.workload.harness.config import FRAMEWORKS, parse_config, read_data, read_measurement, read_train
 from runner.workload.models import ModelConfig, build_arch
 from runner.workload.optim import OptimConfig
 from runner.workload.schedule import ScheduleConfig
@@ -112,18 +112,46 @@ def check_model(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dic
                         fix=f"add a resize op to {cfg.input_size} or set model.input_size: {side}")
 
 
-def check_run(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dict[Loc, int]) -> None:
-    """Run the workload's readers on one run.json document; raise a SpecError naming the spec field."""
-    if doc["framework"] not in FRAMEWORKS:
-        doc = {**doc, "framework": FRAMEWORKS[0]}
-    try:
-        cfg = parse_config(doc, spec_path)
-        OptimConfig.from_dict(doc["optimizer"])
-        ScheduleConfig.from_dict(doc["schedule"], total_epochs=cfg.train.epochs)
-        normalize_ops(doc["data"]["augmentation"])
-    except RunnerError as exc:
-        raise _error(exc, doc, origin, spec_path, lines) from None
+class RunChecker:
+    """Runs the workload's readers on run.json documents, each distinct section once.
 
+    The first document of each sweep goes through `parse_config` whole; after that only the
+    sections whose content is new are read again (a 10,000-run grid varies one or two), so
+    planning stays well under a second. Keys are the sections' reprs: exact for JSON values.
+    """
+
+    def __init__(self, spec_path: Path, lines: dict[Loc, int]) -> None:
+        self.spec_path, self.lines = spec_path, lines
+        self.seen: set[tuple[str, str]] = set()
+
+    def _new(self, key: str, value: Any) -> bool:
+        item = (key, repr(value))
+        if item in self.seen:
+            return False
+        self.seen.add(item)
+        return True
+
+    def check(self, doc: dict[str, Any], origin: Origin) -> None:
+        """Raise a SpecError naming the spec field if the workload would refuse `doc`."""
+        if doc["framework"] not in FRAMEWORKS:
+            doc = {**doc, "framework": FRAMEWORKS[0]}
+        file = self.spec_path
+        try:
+            whole = self._new("sweep", origin.sweep)
+            if whole:
+                parse_config(doc, file)
+            for section, read in (("train", read_train), ("data", read_data), ("measurement", read_measurement)):
+                if self._new(section, doc[section]) and not whole:
+                    read(doc[section], file)
+            if self._new("optimizer", doc["optimizer"]):
+                OptimConfig.from_dict(doc["optimizer"])
+            epochs = doc["train"]["epochs"]
+            if self._new("schedule", (doc["schedule"], epochs)):
+                ScheduleConfig.from_dict(doc["schedule"], total_epochs=epochs)
+            if self._new("augmentation", doc["data"]["augmentation"]):
+                normalize_ops(doc["data"]["augmentation"])
+        except RunnerError as exc:
+            raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 
 # Spec fields that never reach run.json, and why (tests/spec/test_field_walk.py proves every other
 # field does; docs/spec.md lists these). Paths: dotted, `[]` for list items.

@@ -140,7 +140,7 @@ class RunConfig:
         return canonical_sha256(self.doc)
 
 
-def _train(obj: Any, file: Path) -> TrainConfig:
+def read_train(obj: Any, file: Path) -> TrainConfig:
     r = _Reader(obj, file, "train", {
         "epochs": _INT, "batch_size": _INT, "precision": (str,), "compile": (bool,),
         "deterministic": (bool,), "label_smoothing": _NUM, "drop_last": (bool,),
@@ -167,7 +167,7 @@ def _triple(r: _Reader, key: str, positive: bool) -> tuple[float, float, float]:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-def _data(obj: Any, file: Path) -> DataConfig:
+def read_data(obj: Any, file: Path) -> DataConfig:
     r = _Reader(obj, file, "data", {
         "name": (str,), "num_classes": _INT, "augmentation": (list,), "mean": (list,), "std": (list,),
     })
@@ -182,7 +182,7 @@ def _data(obj: Any, file: Path) -> DataConfig:
     )
 
 
-def _measurement(obj: Any, file: Path) -> MeasureConfig:
+def read_measurement(obj: Any, file: Path) -> MeasureConfig:
     r = _Reader(obj, file, "measurement", {
         "warmup_steps": _INT, "eval_every_epochs": _INT, "latency_batch_sizes": (list,),
         "latency_iterations": _INT, "target_accuracy": _OPT_NUM, "synthetic_compute": (bool,),
@@ -225,8 +225,8 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
         framework=r.choice("framework", FRAMEWORKS), variant=r.choice("variant", VARIANTS),
         seed=r.get("seed"), repeat=r.get("repeat"),
-        train=_train(r.get("train"), file), data=_data(r.get("data"), file),
-        measurement=_measurement(r.get("measurement"), file),
+        train=read_train(r.get("train"), file), data=read_data(r.get("data"), file),
+        measurement=read_measurement(r.get("measurement"), file),
         model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
         path=file, doc=doc,
     )
