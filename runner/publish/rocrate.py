@@ -1,14 +1,15 @@
 """`ro-crate-metadata.json`: the bundle described as an RO-Crate 1.1 Process Run Crate (profile 0.5).
 
 https://w3id.org/ro/wfrun/process/0.5. The graph holds:
-- the metadata descriptor and the root Dataset (conformsTo the profile; every file in hasPart,
-  the actions in mentions);
+- the metadata descriptor and the root Dataset (conformsTo the profile, a single value; every
+  file in hasPart, the actions in mentions; identifier the bundle digest when given);
 - `#runner`, the SoftwareApplication that ran everything, whose softwareRequirements are the
   framework versions the runs used (SoftwareApplication each);
 - one ContainerImage per image (additionalType DockerImage, sha256 of its id), and the image
   archives when they are included;
 - one CreateAction per run: instrument #runner, object the dataset and the spec, result the
-  run's files, startTime/endTime from its events, actionStatus Completed or Failed (with the
+  run's files, startTime/endTime from its events (ISO 8601 with +00:00, the pattern the
+  profile's SHACL shapes expect), actionStatus Completed or Failed as the profile's plain string (with the
   reason as `error`), containerImage its image;
 - one CreateAction merging the runs into the Parquet tables (its results: the tables).
 Every File carries contentSize and sha256, so `runner bundle verify` can check the files a
@@ -34,8 +35,6 @@ METADATA_FILE = "ro-crate-metadata.json"
 # Vocabulary terms the graph refers to, described as entities of their own.
 TERMS = {
     CRATE_SPEC: ("CreativeWork", "RO-Crate 1.1"),
-    COMPLETED: ("DefinedTerm", "CompletedActionStatus"),
-    FAILED: ("DefinedTerm", "FailedActionStatus"),
     DOCKER_IMAGE: ("DefinedTerm", "DockerImage"),
 }
 
@@ -50,9 +49,15 @@ def ref(id_: str) -> dict[str, str]:
 
 
 def _iso(t: float | None) -> str | None:
+    """UTC as 2026-01-02T03:04:05+00:00: the form the profile's startTime/endTime pattern accepts."""
     if t is None:
         return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def _iso_text(text: Any) -> str | None:
+    """A recorded ...Z timestamp in the same form as _iso."""
+    return text[:-1] + "+00:00" if isinstance(text, str) and text.endswith("Z") else text
 
 
 def run_times(path: Path) -> tuple[float | None, float | None]:
@@ -125,7 +130,7 @@ def build_crate(bundle: Bundle, images_by_framework: dict[str, dict[str, Any]], 
         return entity
 
     published = published or datetime.now(UTC)
-    root = add({"@id": "./", "@type": "Dataset", "conformsTo": [ref(PROFILE)],
+    root = add({"@id": "./", "@type": "Dataset", "conformsTo": ref(PROFILE),
                 "name": f"{m.get('experiment')}: result bundle {bundle.path.name}",
                 "description": (f"Result bundle of `runner reproduce` for experiment {m.get('experiment')}: "
                                 f"{len(m.get('runs', []))} runs, their events, logs, environment records and "
@@ -193,7 +198,10 @@ def build_crate(bundle: Bundle, images_by_framework: dict[str, dict[str, Any]], 
                           f"seed {run.get('seed')})",
                   "instrument": ref("#runner"), "object": [ref(ds_id), ref(spec_file)],
                   "result": [ref(f) for f in run.get("files") or [] if f in entities],
-                  "actionStatus": ref(COMPLETED if ok else FAILED)}
+                  "description": f"Trains and measures {row.get('model') or 'the model'} with "
+                                 f"{run.get('framework')} as the spec's run {rid} says; its events, log and "
+                                 "results are the action's results",
+                  "actionStatus": COMPLETED if ok else FAILED}
         if start is not None:
             action["startTime"] = _iso(start)
         if end is not None:
@@ -210,8 +218,9 @@ def build_crate(bundle: Bundle, images_by_framework: dict[str, dict[str, Any]], 
                  "instrument": ref("#runner"),
                  "object": [ref(f) for r in m.get("runs", []) for f in r.get("files") or []
                             if f in entities and f.endswith("events.jsonl")],
-                 "result": [ref(t) for t in tables], "startTime": m.get("created"), "endTime": m.get("finalized"),
-                 "actionStatus": ref(COMPLETED)})
+                 "description": "Reads every run's events and writes the Parquet tables under tables/",
+                 "result": [ref(t) for t in tables], "startTime": _iso_text(m.get("created")),
+                 "endTime": _iso_text(m.get("finalized")), "actionStatus": COMPLETED})
     root["mentions"].append(ref(merge["@id"]))
     for entity in graph:
         for key in [k for k, v in entity.items() if v is None]:
@@ -259,7 +268,8 @@ def crate_problems(doc: dict[str, Any]) -> list[str]:
     root = by_id.get("./", {})
     if root.get("@type") != "Dataset":
         problems.append("no root Dataset ./")
-    if PROFILE not in {c.get("@id") for c in root.get("conformsTo") or []}:
+    conforms = root.get("conformsTo")
+    if PROFILE not in {c.get("@id") for c in (conforms if isinstance(conforms, list) else [conforms or {}])}:
         problems.append(f"the root dataset does not conform to {PROFILE}")
     for key in ("name", "description", "datePublished"):
         if not root.get(key):
@@ -271,7 +281,7 @@ def crate_problems(doc: dict[str, Any]) -> list[str]:
         for key in ("instrument", "object", "result", "actionStatus"):
             if key not in action:
                 problems.append(f"{action['@id']} lacks {key}")
-        if (action.get("actionStatus") or {}).get("@id") not in (COMPLETED, FAILED):
+        if action.get("actionStatus") not in (COMPLETED, FAILED):
             problems.append(f"{action['@id']} has an unknown actionStatus")
         if action.get("@id") not in {m.get("@id") for m in root.get("mentions") or []}:
             problems.append(f"{action['@id']} is not mentioned by the root dataset")

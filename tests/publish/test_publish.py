@@ -49,7 +49,7 @@ def test_the_crate_follows_the_process_run_crate_profile(bundle, tmp_path):
     assert crate["@context"] == CONTEXT and crate["@context"][0] == "https://w3id.org/ro/crate/1.1/context"
     assert graph["ro-crate-metadata.json"]["about"] == {"@id": "./"}
     root = graph["./"]
-    assert root["@type"] == "Dataset" and {"@id": PROFILE} in root["conformsTo"]
+    assert root["@type"] == "Dataset" and root["conformsTo"] == {"@id": PROFILE}
     assert root["datePublished"] and root["name"] and root["license"]["@id"].endswith("CC-BY-4.0")
     actions = [e for e in crate["@graph"] if e["@type"] == "CreateAction"]
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -58,7 +58,7 @@ def test_the_crate_follows_the_process_run_crate_profile(bundle, tmp_path):
         for key in ("instrument", "object", "result", "actionStatus"):
             assert key in action, (action["@id"], key)
         assert action["instrument"] == {"@id": "#runner"}
-        assert action["actionStatus"]["@id"] == "http://schema.org/CompletedActionStatus"
+        assert action["actionStatus"] == "http://schema.org/CompletedActionStatus"
         assert {"@id": action["@id"]} in root["mentions"]
     run = next(a for a in actions if a["@id"] == f"#run-{manifest['runs'][0]['id']}")
     assert {r["@id"] for r in run["result"]} == set(manifest["runs"][0]["files"])
