@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -91,3 +92,33 @@ def test_a_config_too_large_to_be_genuine_is_not_read_into_memory(tmp_path):
         tar.addfile(info, io.BytesIO(manifest))
     with pytest.raises(ImageError, match="at most"):
         import_image(None, path)  # type: ignore[arg-type]
+
+
+@pytest.mark.docker
+def test_a_real_exported_image_with_one_unsafe_member_added_is_never_loaded(client, local_base, tmp_path):
+    """A genuine `docker save` archive passes; the same archive plus a `../` member loads nothing."""
+    import docker.errors
+
+    from runner.images.archive import export_image
+
+    image, _ = client.images.build(fileobj=io.BytesIO(
+        f"FROM {local_base}\nRUN head -c 4096 /dev/urandom > /member-test\n".encode()), rm=True)
+    try:
+        client.api.tag(image.id, "runner-test/members", "one", force=True)
+        good = export_image(client, "runner-test/members:one", tmp_path / "good.tar").path
+        client.images.remove("runner-test/members:one")  # untagged, the image goes too: the engine must load it
+        bad = tmp_path / "bad.tar"
+        shutil.copyfile(good, bad)
+        with tarfile.open(bad, "a") as tar:
+            tar.addfile(member("../escape"), io.BytesIO(b"x"))
+        with pytest.raises(ImageError, match="leads outside"):
+            import_image(client, bad)
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(image.id)  # nothing was loaded, nothing tagged
+        assert import_image(client, good).image_id == image.id
+    finally:
+        for ref in ("runner-test/members:one", image.id):
+            try:
+                client.images.remove(ref, force=True)
+            except docker.errors.APIError:
+                pass
