@@ -59,7 +59,7 @@ def test_pinned_weights_run_and_are_recorded(cli, store, tmp_path):
             assert record["sha256"] == sha and record["loaded"] == 19
             assert record["kept_init"] == ["fc3.weight", "fc3.bias"]
             assert record["path"] == str((root / "weights" / f"{sha}.npz").resolve())
-        assert json.loads((run / "environment.json").read_text())["weights_sha256"] == sha
+        assert json.loads((run / "environment.json").read_text())["environment"]["weights_sha256"] == sha
 
 
 @pytest.mark.parametrize("case", ["malformed_sha", "absent", "hint_mismatch", "wrong_shape", "skip_names_nothing",
