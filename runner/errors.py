@@ -57,6 +57,12 @@ class DatasetError(RunnerError):
     """A dataset that is missing, truncated, unsafe or does not match its checksum."""
 
 
+class DatasetRefused(DatasetError):
+    """Dataset input refused before use: a FIFO, device or link, a file or archive past its size
+    cap (a gzip bomb), a name or value no dataset has. Bad input (exit 2), also for `data verify`,
+    whose exit 1 means "a dataset that does not match its checksums"."""
+
+
 class ModelError(RunnerError):
     """An unknown model or a model configuration that cannot be built."""
 

@@ -102,6 +102,9 @@ def read_bounded(path: str | Path, max_bytes: int, error: type[RunnerError], *, 
                     else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
                     else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
             raise error(f"is {kind}, not a regular {what}", file=path, fix=fix or "name a regular file")
+        if os.fstat(fd).st_size > max_bytes:  # a regular file's size is known: refuse before reading
+            raise error(f"is larger than the {max_bytes}-byte limit for a {what}", file=path,
+                        fix=fix or f"a {what} should be far smaller; check that this is the right file")
         os.set_blocking(fd, True)
         parts, total = [], 0
         while total <= max_bytes:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from runner.cli.options import DEFAULT_DATA_ROOT
-from runner.errors import CheckFailed, DatasetError, UsageError
+from runner.errors import CheckFailed, DatasetError, DatasetRefused, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,7 +96,8 @@ def verify(path: SourcePath, name: NameOpt = None, as_json: JsonOpt = False) -> 
     """Check a dataset against its checksums and print its root hash (what specs pin).
 
     PATH may be an archive, a CIFAR folder, or a prepared folder (meta.json): every file's
-    sha256 is checked. Exit 1 if it exists but fails.
+    sha256 is checked. Exit 1 if it exists but fails; 2 if it is refused as unsafe (a FIFO,
+    device or link, a compression bomb) or is no dataset.
     """
     from runner.data.prepared import META, load_prepared
     from runner.data.sources import open_source
@@ -120,6 +121,8 @@ def verify(path: SourcePath, name: NameOpt = None, as_json: JsonOpt = False) -> 
             return
         reader = open_source(path, name.value if name else None)
         record = reader.verify()
+    except DatasetRefused:
+        raise  # unsafe or implausible input (a FIFO, a link, a bomb): bad input, exit 2
     except DatasetError as exc:
         raise CheckFailed(exc.message, file=exc.file, field=exc.field, line=exc.line, fix=exc.fix) from None
     if as_json:

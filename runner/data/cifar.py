@@ -14,7 +14,7 @@ The bytes that are hashed are the bytes that are decoded (no re-read in between)
 
 from __future__ import annotations
 
-import io
+import mmap
 import tarfile
 import zlib
 from collections.abc import Mapping
@@ -28,10 +28,23 @@ from runner.data.files import md5_bytes, read_regular_file, sha256_bytes
 from runner.data.manifest import MANIFEST_NAME, dataset_manifest, root_hash, verify_folder_manifest
 from runner.data.pickles import safe_loads
 from runner.data.reader import RawDataset, SourceRecord
-from runner.errors import DatasetError
+from runner.errors import DatasetError, DatasetRefused
 
 IMAGE_SIDE = 32
 PIXELS = IMAGE_SIDE * IMAGE_SIDE * 3  # 3072: 1024 red, then 1024 green, then 1024 blue, row-major
+
+# What a CIFAR source may make us read or decompress: the official files with room to spare, so a
+# hostile archive or file (a gzip bomb, /dev/zero behind a file name) is refused in bounded time
+# and memory. The official archives are 163-170 MB and expand about 1.1:1 to 178-185 MB in 4-8
+# entries; the largest file (CIFAR-100 `train`) is 155 MB.
+MAX_ARCHIVE_BYTES = 1 << 30
+MAX_FILE_BYTES = 512 << 20  # one batch file, in a folder or an archive
+MAX_EXTRACTED_BYTES = 1 << 30  # an archive's decompressed tar stream, all members together
+MAX_EXPANSION = 4  # decompressed / compressed: images compress ~1.1:1 (synthetic ones too), zeros ~1000:1
+MIN_EXTRACTED_CAP = 16 << 20  # a small archive may always expand to this much
+MAX_MEMBERS = 32
+MAX_CHECKSUM_FILE_BYTES = 4096
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ def checksum_file_for(archive: Path) -> Path:
 
 
 def read_checksum_file(path: Path, expected_name: str) -> str:
-    text = read_regular_file(path).decode("utf-8", errors="replace").strip()
+    text = read_regular_file(path, MAX_CHECKSUM_FILE_BYTES, "checksum file").decode("utf-8", errors="replace").strip()
     sha, _, name = text.partition("  ")
     sha = sha.strip().lower()
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or "\n" in text:
@@ -158,19 +171,19 @@ class CifarReader:
         return decode(self.layout, members, record, self.path)
 
     # -- verification --------------------------------------------------------------------------
-    def _load_verified(self) -> tuple[SourceRecord, dict[str, bytes]]:
+    def _load_verified(self) -> tuple[SourceRecord, Mapping[str, bytes | memoryview]]:
         # The path given may itself be a link (datasets/ pointing at a shared disk); nothing
         # inside the dataset may be.
         real = self.path.resolve()
         if real.is_dir():
             return self._verified_folder(real)
-        if real.is_file():
-            return self._verified_archive(real)
-        raise DatasetError("does not exist", file=self.path)
+        if not real.exists():
+            raise DatasetError("does not exist", file=self.path)
+        return self._verified_archive(real)  # refuses a FIFO, device or socket by name
 
-    def _verified_archive(self, path: Path) -> tuple[SourceRecord, dict[str, bytes]]:
+    def _verified_archive(self, path: Path) -> tuple[SourceRecord, dict[str, memoryview]]:
         layout = self.layout
-        data = read_regular_file(path)
+        data = read_regular_file(path, MAX_ARCHIVE_BYTES, "dataset archive")
         md5, sha = md5_bytes(data), sha256_bytes(data)
         if md5 == layout.archive_md5:
             verified_by, official = "official-md5", True
@@ -193,15 +206,15 @@ class CifarReader:
                               files=files)
         return record, members
 
-    def _verified_folder(self, folder: Path) -> tuple[SourceRecord, dict[str, bytes]]:
+    def _verified_folder(self, folder: Path) -> tuple[SourceRecord, dict[str, bytes | memoryview]]:
         layout = self.layout
-        members: dict[str, bytes] = {}
+        members: dict[str, bytes | memoryview] = {}
         if (folder / MANIFEST_NAME).exists():
             manifest, root = verify_folder_manifest(folder)
             for rel in layout.required_files:
                 if rel not in manifest:
                     raise DatasetError(f"is missing (a {layout.name} folder needs it)", file=folder / rel)
-                members[rel] = read_regular_file(folder / rel)
+                members[rel] = read_regular_file(folder / rel, MAX_FILE_BYTES)
                 if sha256_bytes(members[rel]) != manifest[rel][1]:
                     raise DatasetError("changed while it was being read", file=folder / rel)
             official = all(md5_bytes(members[r]) == layout.member_md5[r] for r in layout.required_files)
@@ -212,7 +225,7 @@ class CifarReader:
             for rel in layout.required_files:
                 if rel not in manifest:
                     raise DatasetError(f"is missing (a {layout.name} folder needs it)", file=folder / rel)
-                members[rel] = read_regular_file(folder / rel)
+                members[rel] = read_regular_file(folder / rel, MAX_FILE_BYTES)
                 if sha256_bytes(members[rel]) != manifest[rel][1]:
                     raise DatasetError("changed while it was being read", file=folder / rel)
                 got = md5_bytes(members[rel])
@@ -229,28 +242,45 @@ class CifarReader:
         return record, members
 
 
-def _archive_members(layout: CifarLayout, data: bytes, path: Path) -> dict[str, bytes]:
-    """Read the expected regular-file members from verified archive bytes (nothing extracted)."""
+def _archive_members(layout: CifarLayout, data: bytes, path: Path) -> dict[str, memoryview]:
+    """The expected regular-file members of verified archive bytes (nothing extracted to disk).
+
+    The gzip stream is decompressed under a cap (MAX_EXPANSION x the archive, at least
+    MIN_EXTRACTED_CAP, at most MAX_EXTRACTED_BYTES), so a bomb is refused after at most that many
+    bytes whatever its headers claim; members past MAX_FILE_BYTES or MAX_MEMBERS are refused by
+    their headers. Members are views into the decompressed bytes (no second copy).
+    """
     allowed = set(layout.required_files) | set(layout.extra_archive_members)
-    members: dict[str, bytes] = {}
+    cap = min(MAX_EXTRACTED_BYTES, max(MIN_EXTRACTED_CAP, MAX_EXPANSION * len(data)))
+    stream, size = _gunzip(data, cap, path)  # zeros after `size`: tarfile reads them as the end
+    view = memoryview(stream)
+    members: dict[str, memoryview] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for info in tar:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[arg-type]
+            for count, info in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise DatasetRefused(f"holds more than {MAX_MEMBERS} entries", file=path,
+                                         fix=f"not a {layout.name} python-version archive")
                 name = info.name.rstrip("/")
                 if name == layout.folder and info.isdir():
                     continue
                 top, _, rel = name.partition("/")
                 if top != layout.folder or rel not in allowed or "/" in rel:
-                    raise DatasetError(f"holds an unexpected member {info.name!r}", file=path,
-                                       fix=f"not a {layout.name} python-version archive")
-                if not info.isreg():
-                    raise DatasetError(f"member {info.name!r} is not a regular file", file=path)
+                    raise DatasetRefused(f"holds an unexpected member {info.name!r}", file=path,
+                                         fix=f"not a {layout.name} python-version archive")
+                if not info.isreg() or info.issparse():
+                    raise DatasetRefused(f"member {info.name!r} is not a regular file", file=path)
                 if rel in members:
-                    raise DatasetError(f"holds member {info.name!r} twice", file=path)
-                fh = tar.extractfile(info)
-                assert fh is not None  # regular files always have a body
-                members[rel] = fh.read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                    raise DatasetRefused(f"holds member {info.name!r} twice", file=path)
+                if info.size > MAX_FILE_BYTES:
+                    raise DatasetRefused(f"member {info.name!r} claims {info.size} bytes, more than the "
+                                         f"{MAX_FILE_BYTES}-byte limit for a batch file", file=path,
+                                         fix=f"not a {layout.name} python-version archive")
+                if info.offset_data + info.size > size:
+                    raise DatasetError(f"member {info.name!r} is cut short", file=path,
+                                       fix="the archive is truncated or corrupt: fetch or regenerate it")
+                members[rel] = view[info.offset_data:info.offset_data + info.size]
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise DatasetError(f"is not a readable .tar.gz ({exc})", file=path,
                            fix="the archive is truncated or corrupt: fetch or regenerate it") from None
     for rel in layout.required_files:
@@ -260,9 +290,53 @@ def _archive_members(layout: CifarLayout, data: bytes, path: Path) -> dict[str, 
     return {rel: members[rel] for rel in layout.required_files}
 
 
+def _gunzip(data: bytes, cap: int, path: Path) -> tuple[mmap.mmap, int]:
+    """The decompressed bytes of a gzip file (every gzip member, in turn) and their count;
+    refused past `cap` bytes.
+
+    zlib's max_length bounds each step's output, so refusing costs at most `cap` bytes and the
+    time to produce them (gzip.decompress and tarfile's "r:gz" have no cap). The bytes go into an
+    anonymous map of `cap` bytes: only the pages written take memory, and there is no copy when
+    it grows.
+    """
+    out = mmap.mmap(-1, cap + 1)
+    total, pos = 0, 0
+    source = memoryview(data)
+    inflater = zlib.decompressobj(wbits=31)  # 31: gzip framing
+    try:
+        while pos < len(source):
+            piece = source[pos:pos + _CHUNK]
+            chunk = inflater.decompress(piece, cap + 1 - total)
+            while True:
+                if total + len(chunk) > cap:
+                    raise DatasetRefused(
+                        f"expands to more than {cap} bytes ({MAX_EXPANSION}x its size, at least "
+                        f"{MIN_EXTRACTED_CAP}, at most {MAX_EXTRACTED_BYTES}); a CIFAR archive expands about 1.1x",
+                        file=path, fix="not a genuine dataset archive (a compression bomb?); fetch the official one")
+                out[total:total + len(chunk)] = chunk
+                total += len(chunk)
+                if inflater.eof or not inflater.unconsumed_tail:
+                    break
+                chunk = inflater.decompress(inflater.unconsumed_tail, cap + 1 - total)
+            if inflater.eof:  # one gzip member ended; another may follow (gzip allows concatenation)
+                pos += len(piece) - len(inflater.unused_data)
+                if pos < len(source):
+                    inflater = zlib.decompressobj(wbits=31)
+            else:
+                pos += len(piece)
+    except zlib.error as exc:
+        raise DatasetError(f"is not a readable .tar.gz ({exc})", file=path,
+                           fix="the archive is truncated or corrupt: fetch or regenerate it") from None
+    if not inflater.eof:
+        raise DatasetError("is not a readable .tar.gz (the gzip stream is cut short)", file=path,
+                           fix="the archive is truncated or corrupt: fetch or regenerate it")
+    return out, total
+
+
 # -- decoding and validation -------------------------------------------------------------------
 
-def decode(layout: CifarLayout, members: Mapping[str, bytes], record: SourceRecord, where: Path) -> RawDataset:
+def decode(layout: CifarLayout, members: Mapping[str, bytes | memoryview], record: SourceRecord,
+           where: Path) -> RawDataset:
     """Unpickle (allow-list only) and validate every batch; return NHWC uint8 + int64 labels."""
 
     def label(rel: str) -> str:
@@ -321,12 +395,18 @@ def _labels(batch: dict, key: bytes, n: int, high: int, source: str) -> np.ndarr
         raise DatasetError(f"{key.decode()} must be a list of {n} labels (one per image)", file=source)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
         raise DatasetError(f"{key.decode()} holds a value that is not an integer", file=source)
-    y = np.asarray(raw, dtype=np.int64) if raw else np.zeros(0, np.int64)
-    bad = np.flatnonzero((y < 0) | (y >= high))
-    if bad.size:
-        raise DatasetError(f"{key.decode()}[{bad[0]}] = {y[bad[0]]} is out of range 0..{high - 1}",
-                           file=source)
-    return y
+    # checked as Python ints, before numpy: a label of 2**70 does not fit an int64
+    bad = next((i for i, v in enumerate(raw) if not 0 <= v < high), None)
+    if bad is not None:
+        raise DatasetError(f"{_show_int(raw[bad])} is out of range 0..{high - 1}",
+                           file=source, field=f"{key.decode()}[{bad}]",
+                           fix="the file is not an official CIFAR batch; use the official archive")
+    return np.asarray(raw, dtype=np.int64) if raw else np.zeros(0, np.int64)
+
+
+def _show_int(v: int) -> str:
+    """An int for a message: a huge one by its size (str() of a 10**5000 would raise)."""
+    return str(v) if v.bit_length() <= 64 else f"{'a negative' if v < 0 else 'an'} integer of {v.bit_length()} bits"
 
 
 def _batch(layout: CifarLayout, batch: Any, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

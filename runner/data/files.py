@@ -10,9 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import runner.fileio as fileio
-from runner.errors import DatasetError
+from runner.errors import DatasetError, DatasetRefused
 
 CHUNK = 1 << 20
 
@@ -26,9 +27,9 @@ def md5_bytes(data: bytes | memoryview) -> str:
 
 
 def file_digests(path: Path) -> tuple[int, str, str]:
-    """(size, sha256, md5) of a file, read once in chunks."""
+    """(size, sha256, md5) of a regular file, read once in chunks (a FIFO or device is refused)."""
     sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(CHUNK):
             sha.update(chunk)
             md5.update(chunk)
@@ -36,25 +37,37 @@ def file_digests(path: Path) -> tuple[int, str, str]:
     return size, sha.hexdigest(), md5.hexdigest()
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """A regular file opened for reading; links are followed, anything else is refused at once."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO does not block the open
+    except OSError as exc:
+        raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DatasetRefused(f"is {special_kind(mode)}, not a regular file", file=path,
+                             fix="give the dataset file itself")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def special_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+            else "a special file")
+
+
 def sha256_file(path: Path) -> str:
     return fileio.sha256_file(path)[1]
 
 
-def read_regular_file(path: Path) -> bytes:
-    """Read a file's bytes, refusing symlinks and anything that is not a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise DatasetError("file is missing", file=path) from None
-    except OSError as exc:
-        if Path(path).is_symlink():
-            raise DatasetError("symlinks are refused in datasets", file=path,
-                               fix="replace the link with a copy of the file") from None
-        raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise DatasetError("not a regular file", file=path)
-        return f.read()
+def read_regular_file(path: Path, max_bytes: int, what: str = "dataset file", fix: str | None = None) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`. A link, FIFO, device or socket, or a
+    larger file, is refused (DatasetRefused) before more than the cap is read; a FIFO never blocks."""
+    return fileio.read_bounded(path, max_bytes, DatasetRefused, what=what, follow_links=False, fix=fix)
 
 
 def write_bytes_durable(path: Path, data: bytes) -> None:

@@ -21,10 +21,11 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from runner.data.files import CHUNK, read_regular_file
-from runner.errors import DatasetError
+from runner.data.files import CHUNK, read_regular_file, special_kind
+from runner.errors import DatasetError, DatasetRefused
 
 MANIFEST_NAME = "SHA256SUMS"
+MAX_MANIFEST_BYTES = 1 << 20  # a line per file: thousands of files fit
 
 Manifest = dict[str, tuple[int, str]]
 
@@ -78,7 +79,7 @@ def _walk(root: Path, folder: Path, prefix: str):
             target = os.path.realpath(full)
             inside = target == str(root) or target.startswith(str(root) + os.sep)
             what = "a symlink pointing inside the folder" if inside else "a symlink escaping the folder"
-            raise DatasetError(f"is {what}; symlinks are refused in datasets", file=full,
+            raise DatasetRefused(f"is {what}; symlinks are refused in datasets", file=full,
                                fix="replace the link with a copy of the file")
         mode = entry.stat(follow_symlinks=False).st_mode
         if stat.S_ISDIR(mode):
@@ -86,25 +87,31 @@ def _walk(root: Path, folder: Path, prefix: str):
         elif stat.S_ISREG(mode):
             yield rel, full
         else:
-            raise DatasetError("is not a regular file or folder", file=full)
+            raise DatasetRefused(f"is {special_kind(mode)}, not a regular file or folder", file=full,
+                                 fix="a dataset folder holds plain files only")
 
 
 def _check_name(name: str, full: Path) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise DatasetError("has a file name that is not valid UTF-8", file=full) from None
+        raise DatasetRefused("has a file name that is not valid UTF-8", file=full) from None
     if any(c in name for c in "\n\r\\") or name in (".", ".."):
-        raise DatasetError("has a file name that cannot be listed in a manifest", file=full,
+        raise DatasetRefused("has a file name that cannot be listed in a manifest", file=full,
                            fix="rename it without newlines or backslashes")
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
     h, size = hashlib.sha256(), 0
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:  # non-blocking: a FIFO swapped in after the listing does not hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
-        raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
+        raise DatasetRefused(f"cannot be read: {exc.strerror}", file=path) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DatasetRefused(f"is {special_kind(mode)}, not a regular file", file=path)
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
@@ -129,7 +136,7 @@ def format_manifest_file(entries: Manifest) -> bytes:
 
 def read_manifest_file(path: Path) -> dict[str, str]:
     """Parse a SHA256SUMS file into relpath -> sha256 (refusing unsafe or duplicate paths)."""
-    raw = read_regular_file(path)
+    raw = read_regular_file(path, MAX_MANIFEST_BYTES, "manifest")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -78,7 +78,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are forbidden")
 
 
-def safe_loads(data: bytes, source: str) -> Any:
+def safe_loads(data: bytes | memoryview, source: str) -> Any:
     """Unpickle bytes with the allow-list; any refusal or corruption is a DatasetError."""
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()

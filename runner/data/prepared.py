@@ -141,9 +141,8 @@ def load_prepared(path: str | Path, mmap: bool = True,
     if not path.is_dir():
         raise DatasetError("is not a prepared dataset folder", file=path,
                            fix="create it with `runner data prepare SOURCE --out DIR`")
-    meta_bytes = read_regular_file(path / META)
-    if len(meta_bytes) > _MAX_META_BYTES:
-        raise DatasetError("is too large to be a prepared meta.json", file=path / META)
+    meta_bytes = read_regular_file(path / META, _MAX_META_BYTES, "prepared meta.json",
+                                   fix="prepare the folder again: runner data prepare SOURCE --out DIR")
     meta = _parse_meta(meta_bytes, path / META)
     files: dict[str, dict[str, Any]] = meta["files"]
     if verify == "hashes":

@@ -12,13 +12,14 @@ Accepted paths:
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 from runner.data.cifar import LAYOUTS, CifarLayout
-from runner.data.files import file_digests
+from runner.data.files import file_digests, special_kind
 from runner.data.reader import DatasetReader
 from runner.data.registry import get_dataset
-from runner.errors import DatasetError
+from runner.errors import DatasetError, DatasetRefused
 
 _WNID = re.compile(r"n\d{8}")
 
@@ -26,10 +27,15 @@ _WNID = re.compile(r"n\d{8}")
 def open_source(path: str | Path, name: str | None = None) -> DatasetReader:
     """A reader for `path`; `name` (a registry key) forces the dataset instead of detecting it."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        raise DatasetError("does not exist", file=path)
-    if path.is_symlink() and not path.is_dir() and not path.is_file():
-        raise DatasetError("is a dangling symlink", file=path)
+    try:
+        mode = path.stat().st_mode  # follows a link: the path given may be one (to a shared disk)
+    except FileNotFoundError:
+        raise DatasetError("is a dangling symlink" if path.is_symlink() else "does not exist", file=path) from None
+    except OSError as exc:
+        raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise DatasetRefused(f"is {special_kind(mode)}, not a dataset archive or folder", file=path,
+                             fix="give the archive file or the dataset folder itself")
     if name is not None:
         info = get_dataset(name)
         if info.layout is not None and path.is_dir():

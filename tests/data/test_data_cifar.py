@@ -149,7 +149,7 @@ def test_labels_out_of_range(synth10, tmp_path):
     out = tmp_path / "prepared"
     with pytest.raises(DatasetError) as exc:
         prepare(synth10.folder, out)
-    _one_line(exc, "data_batch_4", "labels[3] = 10 is out of range 0..9")
+    _one_line(exc, "data_batch_4", "labels[3]: 10 is out of range 0..9")
     _assert_nothing_written(tmp_path, out)
 
 
@@ -157,10 +157,10 @@ def test_negative_and_coarse_labels_out_of_range(synth100):
     _rewrite(synth100.folder, "test", lambda b: b[b"coarse_labels"].__setitem__(0, 20))
     with pytest.raises(DatasetError) as exc:
         open_source(synth100.folder).read()
-    _one_line(exc, "cifar-100-python/test", "coarse_labels[0] = 20")
+    _one_line(exc, "cifar-100-python/test", "coarse_labels[0]: 20 is out of range 0..19")
     _rewrite(synth100.folder, "test", lambda b: b[b"coarse_labels"].__setitem__(0, 0) or
              b[b"fine_labels"].__setitem__(1, -1))
-    with pytest.raises(DatasetError, match=r"fine_labels\[1\] = -1"):
+    with pytest.raises(DatasetError, match=r"fine_labels\[1\]: -1 is out of range"):
         open_source(synth100.folder).read()
 
 

@@ -148,5 +148,5 @@ def test_not_a_prepared_folder(tmp_path):
     with pytest.raises(DatasetError, match="not a prepared dataset folder"):
         load_prepared(tmp_path / "nope")
     (tmp_path / "d").mkdir()
-    with pytest.raises(DatasetError, match="meta.json: file is missing"):
+    with pytest.raises(DatasetError, match="meta.json: no such prepared meta.json"):
         load_prepared(tmp_path / "d")
