@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import REPO
+from tests.reproduce.conftest import cpu_images, docker_client  # noqa: F401 - fixtures
 
 pytest.importorskip("torch")
 
@@ -56,3 +57,24 @@ def test_a_cpu_hog_beside_a_local_run_is_recorded_and_named(cli, tmp_path, monke
     assert "full table: " in rerun.out
     if rerun.code == 1:  # a timing moved beyond its band: the busy original is named
         assert "ORIGINAL" in rerun.err and ("host was busy" in rerun.err or "hosts were busy" in rerun.err)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("cpu_images")  # the CPU images, built if missing (tests/reproduce/conftest.py)
+def test_a_cpu_hog_beside_a_container_run_is_other_load(cli, tmp_path, monkeypatch):
+    """The same through the docker engine: the container's own CPU is the run's, the hog is other load."""
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "one.yaml"
+    spec.write_text(TINY.read_text().replace("frameworks: [pytorch, tensorflow]", "frameworks: [pytorch]"))
+    hog = subprocess.Popen([sys.executable, "-c", HOG])
+    try:
+        result = cli("reproduce", spec, "--engine", "docker", "--build", "never")
+    finally:
+        hog.kill()
+        hog.wait()
+    assert result.code == 0, result.err
+    (bundle,) = _bundles(tmp_path / "results")
+    run = pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()[0]
+    assert run["engine"] == "docker" and run["host_other_cpu_mean_pct"] > 0.5 * 100 / psutil.cpu_count(), run
+    sources = {r["source"] for r in pq.read_table(bundle / "tables" / "telemetry.parquet").to_pylist()}
+    assert sources >= {"host", "container"} and "gpu" not in sources  # a CPU run is given no GPU
