@@ -32,6 +32,8 @@ def plan(spec: SpecPath, as_json: JsonFlag = False, max_runs: MaxRuns = MAX_RUNS
         typer.echo(json.dumps({
             "experiment": the_plan.experiment.name,
             "spec_sha256": the_plan.spec_hash,
+            "weights": None if the_plan.experiment.model.pretrained is None
+            else the_plan.experiment.model.pretrained.model_dump(mode="json"),
             "runs": [r.row() for r in the_plan.runs],
         }, indent=2))
         return

@@ -38,8 +38,11 @@ def _plan_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
 
 def _plan_title(plan: Plan) -> str:
     exp = plan.experiment
+    pin = exp.model.pretrained
+    weights = "" if pin is None else (f"; weights sha256 {pin.sha256[:16]}"
+                                      + (f" (seeded: {', '.join(pin.skip)})" if pin.skip else ""))
     return (f"{exp.name}: {len(plan.runs)} runs; model {exp.model.name.value} on {exp.dataset.name.value} "
-            f"({exp.variant.value}); spec sha256 {plan.spec_hash[:16]}")
+            f"({exp.variant.value}); spec sha256 {plan.spec_hash[:16]}{weights}")
 
 
 def _plan_wide(plan: Plan) -> Table:
