@@ -42,14 +42,16 @@ def bomb(path: Path, members: list[tuple[str, int]], kind: bytes = tarfile.REGTY
 
 
 def run_cli(args: list[str], tmp: Path) -> dict:
-    """`runner ARGS` in a fresh interpreter; returns exit code, stderr, seconds in main and peak RSS (MB)."""
+    """`runner ARGS` in a fresh interpreter: exit code, stderr, CPU seconds in main (user + system: what the
+    archive costs, whatever else loads the shared machine), wall seconds, peak RSS (MB)."""
     code = (
         "import json, resource, sys, time\n"
         "from runner.cli.main import main\n"
-        "t = time.perf_counter()\n"
+        "def cpu():\n    r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime\n"
+        "t, c = time.perf_counter(), cpu()\n"
         "try:\n    main(sys.argv[1:]); rc = 0\n"
         "except SystemExit as e:\n    rc = int(e.code or 0)\n"
-        "print(json.dumps({'rc': rc, 's': time.perf_counter() - t,\n"
+        "print(json.dumps({'rc': rc, 's': cpu() - c, 'wall': time.perf_counter() - t,\n"
         "                  'mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     )
     env = {"TMPDIR": str(tmp), "PATH": "/usr/bin:/bin", "HOME": str(tmp)}
