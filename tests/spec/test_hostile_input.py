@@ -51,12 +51,13 @@ CASES: dict[str, tuple[Callable[[Path], object], str]] = {
 }
 
 
-def run_plan(spec: Path, cwd: Path) -> tuple[int, str, float, int]:
+def run_plan(spec: Path, cwd: Path, prelude: str = "") -> tuple[int, str, float, int]:
     """(exit code, stderr, wall seconds, peak RSS bytes) of `runner plan SPEC` in a child process."""
     out, err = cwd / ".out", cwd / ".err"
+    code = prelude + "from runner.cli.main import main; main()"
     with out.open("wb") as o, err.open("wb") as e:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", "from runner.cli.main import main; main()", "plan", str(spec)],
+        proc = subprocess.Popen([sys.executable, "-c", code, "plan", str(spec)],
                                 cwd=cwd, stdout=o, stderr=e, env={**os.environ, "PYTHONPATH": str(REPO)})
         killer = threading.Timer(30, proc.kill)  # a hang fails the time assertion instead of the suite
         killer.start()
@@ -88,6 +89,17 @@ def test_hostile_spec_is_refused_cheaply(case: str, tmp_path: Path):
     assert files_under(work) == before  # nothing written (no results/)
     assert wall < MAX_WALL_S, f"{case}: {wall:.2f} s"
     assert rss < MAX_RSS_BYTES, f"{case}: {rss / 2**20:.0f} MB"
+
+
+@pytest.mark.parametrize("case", ["alias-bomb-9-levels", "nested-100000", "list-100000"])
+def test_pure_python_scanner_keeps_the_limits(case: str, tmp_path: Path):
+    """Without libyaml (PyYAML built without it) the same limits hold, as cheaply."""
+    make, _ = CASES[case]
+    spec = tmp_path / "spec.yaml"
+    make(spec)
+    code, err, wall, rss = run_plan(spec, tmp_path, prelude="import yaml; del yaml.CSafeLoader; ")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert wall < MAX_WALL_S and rss < MAX_RSS_BYTES, (wall, rss)
 
 
 def test_dev_zero_itself_is_refused(tmp_path: Path):
