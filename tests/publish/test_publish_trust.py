@@ -109,3 +109,26 @@ def test_publish_takes_a_tar_gz_and_refuses_nothing_it_should_accept(tmp_path, c
     digest = bundle_digest(read_manifest(bundle))
     assert f"digest {digest}" in result.out
     assert verify_bundle(tmp_path / "out" / bundle.name, expect_digest=digest).ok
+
+
+def test_reproduce_prints_each_bundle_digest_and_reruns_exactly_the_listed_code(cli, tmp_path, monkeypatch):
+    """Real local runs (PyTorch, the tiny spec): `runner reproduce SPEC` then `runner reproduce BUNDLE`."""
+    pytest.importorskip("torch")
+    from tests.helpers import REPO
+
+    spec = tmp_path / "one.yaml"
+    spec.write_text((REPO / "tests/specs/tiny.yaml").read_text().replace("frameworks: [pytorch, tensorflow]",
+                                                                        "frameworks: [pytorch]"))
+    monkeypatch.chdir(tmp_path)
+    first = cli("reproduce", spec, "--engine", "local")
+    assert first.code == 0, first.err
+    (original,) = [p for p in (tmp_path / "results" / "tiny").iterdir() if p.is_dir()]
+    digest = bundle_digest(read_manifest(original))
+    assert first.out.rstrip().endswith(f"bundle digest {digest}")
+    again = cli("reproduce", original)
+    assert again.code in (0, 1), again.err  # 1 only if a timing moved beyond its band on a busy machine
+    (new,) = [p for p in (tmp_path / "results" / "tiny").iterdir() if p.is_dir() and p != original]
+    assert bundle_digest(read_manifest(new)) in "".join(again.out.split())  # however the console wrapped it
+    code = {e["path"]: e["sha256"] for e in read_manifest(original)["files"] if e["path"].startswith("code/")}
+    assert {e["path"]: e["sha256"] for e in read_manifest(new)["files"] if e["path"].startswith("code/")} == code
+    assert verify_bundle(new).ok
