@@ -90,6 +90,12 @@ def scan_limits(text: str, path: Path) -> None:
             if nodes > MAX_NODES:
                 raise _refuse(path, token.start_mark.line, f"more than {MAX_NODES} YAML tokens",
                               "a spec describes runs; it should not embed data")
+    except yaml.scanner.ScannerError as e:
+        if "nesting depth" not in str(e.problem):
+            raise
+        # libyaml scans ahead over flow brackets and stops at its own limit (1000) first
+        raise _refuse(path, e.problem_mark.line if e.problem_mark else 0,
+                      f"nested more than {MAX_DEPTH} levels deep", "a spec is a few levels deep; check the brackets") from None
     finally:
         loader.dispose()
 

@@ -43,7 +43,7 @@ CASES: dict[str, tuple[Callable[[Path], object], str]] = {
     "link-to-dev-zero": (_link_to_zero, "is a device"),
     "folder": (lambda p: p.mkdir(), "is a folder"),
     "alias-bomb-9-levels": (lambda p: p.write_text(alias_bomb(9)), "YAML an anchor"),
-    "nested-100000": (lambda p: p.write_text("name: " + "[" * 100_000 + "]" * 100_000 + "\n"), "nest"),
+    "nested-100000": (lambda p: p.write_text("name: " + "[" * 100_000 + "]" * 100_000 + "\n"), "nested more than 32"),
     "list-100000": (lambda p: p.write_text("name: x\nsweeps:\n" + "  - 1\n" * 100_000),
                     "more than 20000 entries"),
     "flow-list-100000": (lambda p: p.write_text("name: [" + "1," * 100_000 + "1]\n"), "more than 20000 entries"),
