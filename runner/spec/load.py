@@ -95,7 +95,8 @@ def scan_limits(text: str, path: Path) -> None:
             raise
         # libyaml scans ahead over flow brackets and stops at its own limit (1000) first
         raise _refuse(path, e.problem_mark.line if e.problem_mark else 0,
-                      f"nested more than {MAX_DEPTH} levels deep", "a spec is a few levels deep; check the brackets") from None
+                      f"nested more than {MAX_DEPTH} levels deep",
+                      "a spec is a few levels deep; check the brackets") from None
     finally:
         loader.dispose()
 
