@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from runner.errors import UsageError
+from runner.fileio import write_atomic
 
 
 def _parse_value(text: str) -> Any:
@@ -85,7 +85,5 @@ def adhoc_spec(*, cache: Path, name: str, framework: str, model: str, dataset: s
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{digest}.yaml"
     if not path.exists():
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text.encode())  # a unique temp name: two `runner run` at once do not collide
     return path

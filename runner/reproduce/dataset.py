@@ -3,16 +3,29 @@
 Synthetic data is generated in the official on-disk format, then goes through exactly the same
 verify-and-prepare path as a real download. Prepared folders are cached by the source's content
 hash, so a second reproduction reuses them.
+
+The cache is safe for runners started together: each entry (a synthetic source, a prepared
+folder) is created under its own lock file (`filelock`, an fcntl lock the kernel releases when a
+process dies) in a staging folder renamed into place when complete, so a second runner waits for
+the first (at most CACHE_WAIT_S) and then reuses its entry, and an entry is never half there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from runner.errors import DatasetError
+from runner.errors import DatasetError, DatasetRefused
 from runner.spec.model import Dataset
+
+T = TypeVar("T")
+
+CACHE_WAIT_S = 900.0  # generating and preparing the full synthetic CIFAR-100 takes minutes on 2 cores
 
 
 @dataclass(frozen=True)
@@ -38,15 +51,52 @@ def _make_readable(path: Path) -> None:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
+@contextmanager
+def cache_entry(folder: Path, wait_s: float | None = None) -> Iterator[Path]:
+    """Hold the lock of one cache entry while it is checked or created.
+
+    Another runner creating the same entry is waited for, at most `wait_s` seconds (default
+    CACHE_WAIT_S). Staging folders a killed runner left beside the entry are removed (nobody
+    else holds the lock).
+    """
+    from filelock import FileLock, Timeout
+
+    wait_s = CACHE_WAIT_S if wait_s is None else wait_s
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        raise DatasetError(f"another runner has been creating this cache entry for {wait_s:g} s", file=folder,
+                           fix="let it finish (or stop it) and run again, or give this run its own --cache") from None
+    try:
+        for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield folder
+    finally:
+        lock.release()
+
+
+def _cached(folder: Path, check: Callable[[Path], T]) -> T:
+    """check(folder) on an existing cache entry; a failure names the entry and how to renew it."""
+    try:
+        return check(folder)
+    except DatasetRefused:
+        raise
+    except DatasetError as e:
+        raise DatasetError(f"cached entry is damaged: {e.describe()}", file=folder,
+                           fix=f"remove {folder} and run again (runner recreates it)") from None
+
+
 def _synthetic_source(ds: Dataset, cache: Path) -> Path:
     from runner.data.synth import GENERATOR_VERSION, write_synthetic
 
     syn = ds.synthetic
     assert syn is not None
     folder = cache / "synthetic" / f"{ds.name.value}-{syn.train_size}-{syn.test_size}-{syn.seed}-g{GENERATOR_VERSION}"
-    if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        write_synthetic(ds.name.value, folder, train=syn.train_size, test=syn.test_size, seed=syn.seed)
+    with cache_entry(folder):
+        if not folder.exists():
+            write_synthetic(ds.name.value, folder, train=syn.train_size, test=syn.test_size, seed=syn.seed)
     return folder
 
 
@@ -68,17 +118,18 @@ def resolve_dataset(ds: Dataset, data_root: Path, cache: Path, spec_path: Path) 
     synthetic = ds.synthetic is not None
     source = _synthetic_source(ds, cache) if synthetic else _source_path(ds, data_root, spec_path)
     reader = open_source(source, ds.name.value)
-    record = reader.verify()  # checksums BEFORE anything is unpickled
+    # checksums BEFORE anything is unpickled
+    record = _cached(source, lambda _: reader.verify()) if synthetic else reader.verify()
     root_hash = record.root_sha256
     if ds.sha256 is not None and ds.sha256 != root_hash:
         raise DatasetError(f"dataset root hash is {root_hash}, the spec pins {ds.sha256}", file=spec_path,
                            field="dataset.sha256",
                            fix="use the dataset the spec was written for, or update the pin if you changed it")
     prepared_dir = cache / "prepared" / f"{ds.name.value}-{root_hash[:16]}"
-    if prepared_dir.exists():
-        load_prepared(prepared_dir)  # re-checks every file's sha256
-    else:
-        prepared_dir.parent.mkdir(parents=True, exist_ok=True)
-        prepare(source, prepared_dir, name=ds.name.value)
-    _make_readable(prepared_dir)
+    with cache_entry(prepared_dir):
+        if prepared_dir.exists():
+            _cached(prepared_dir, load_prepared)  # re-checks every file's sha256
+        else:
+            prepare(source, prepared_dir, name=ds.name.value)
+        _make_readable(prepared_dir)
     return ResolvedDataset(ds.name.value, source, prepared_dir, root_hash, synthetic)
