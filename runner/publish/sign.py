@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from runner.errors import BundleError, CheckFailed, RunnerError, UsageError
 from runner.fileio import read_bounded
 from runner.publish.files import write_new
 
+MAX_SIGNATURE_BYTES = 64 * 2**10  # a runner-signature/1 document is about 500 bytes
 SIGNATURE_FILE = "manifest.json.sig"
 SIGNED_FILE = "manifest.json"
 SIG_FORMAT = "runner-signature/1"
@@ -157,22 +159,26 @@ def check_signature(bundle: Path, public_key: Path | None = None) -> SignatureCh
     bundle = Path(bundle)
     sig_path, manifest = bundle / SIGNATURE_FILE, bundle / SIGNED_FILE
     trusted = load_public_key(public_key) if public_key is not None else None
-    if not sig_path.is_file():
+    if not os.path.lexists(sig_path):  # a link or FIFO there is "invalid", never "absent"
         if trusted is not None:
             return SignatureCheck("missing", "no signature, but --public-key asks for one")
         return SignatureCheck("absent", "not signed")
     try:
-        doc = json.loads(sig_path.read_text(encoding="utf-8"))
+        doc = json.loads(read_bounded(sig_path, MAX_SIGNATURE_BYTES, BundleError, what="signature",
+                                      follow_links=False).decode("utf-8"))
         if not isinstance(doc, dict) or doc.get("format") != SIG_FORMAT or doc.get("algorithm") != "ed25519":
             raise ValueError(f"not a {SIG_FORMAT} Ed25519 signature")
         signature = base64.b64decode(doc["signature"], validate=True)
         embedded = base64.b64decode(doc["public_key"], validate=True)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError, BundleError) as e:
         return SignatureCheck("invalid", f"unreadable signature file ({e})")
     _, ed25519 = _crypto()
     from cryptography.exceptions import InvalidSignature
 
-    data = manifest.read_bytes()
+    try:
+        data = read_bounded(manifest, MAX_MANIFEST_BYTES, BundleError, what="manifest", follow_links=False)
+    except BundleError as e:
+        return SignatureCheck("invalid", e.message)
     if trusted is not None:
         kid = key_id(_raw(trusted))
         if embedded != _raw(trusted):

@@ -208,3 +208,13 @@ def test_sign_refuses_a_bundle_that_fails_verification(bundle, tmp_path, cli_reg
     result = cli_reg("bundle", "sign", bundle, "--key", tmp_path / "k" / "runner-signing-key.pem")
     assert result.code == 1 and "fails verification" in result.err and result.err.count("\n") == 1
     assert not (bundle / "manifest.json.sig").exists()
+
+
+def test_a_hostile_signature_file_is_a_problem_not_a_crash(bundle, cli_reg):
+    (bundle / "manifest.json.sig").write_text("[" * 100_000)
+    result = cli_reg("bundle", "verify", bundle)
+    assert result.code == 1 and "manifest.json.sig" in result.err and result.err.count("\n") == 1
+    (bundle / "manifest.json.sig").unlink()
+    os.mkfifo(bundle / "manifest.json.sig")  # reading it would hang
+    found = {(p.path, p.kind) for p in verify_bundle(bundle).problems}
+    assert ("manifest.json.sig", "signature") in found and ("manifest.json.sig", "special") in found
