@@ -46,6 +46,8 @@ def test_a_torch_state_dict_becomes_the_canonical_weights(cli, torch_ckpt, canon
     assert set(back) == set(canonical) and all(np.array_equal(back[k], canonical[k]) for k in canonical)
     again = cli("weights", "import", torch_ckpt, *SC, "--framework", "pytorch", "--data-root", root)
     assert again.code == 0 and "already stored" in again.out and _sha(again.out) == sha
+    shown = cli("weights", "show", stored)
+    assert shown.code == 0 and _sha(shown.out) == sha and "fc3.weight  float32  (10, 84)" in shown.out
 
 
 def test_keras_weights_give_the_same_file_as_torch(cli, torch_ckpt, canonical, tmp_path):
