@@ -112,6 +112,14 @@ def check_model(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dic
                         fix=f"add a resize op to {cfg.input_size} or set model.input_size: {side}")
 
 
+def train_images(dataset: dict[str, Any]) -> int | None:
+    """Training images a run will see: the synthetic size or the official count (None: unknown)."""
+    if dataset.get("synthetic"):
+        return dataset["synthetic"]["train_size"]
+    layout = get_dataset(dataset["name"]).layout
+    return None if layout is None else layout.official_counts[0]
+
+
 class RunChecker:
     """Runs the workload's readers on run.json documents, each distinct section once.
 
@@ -120,8 +128,8 @@ class RunChecker:
     planning stays well under a second. Keys are the sections' reprs: exact for JSON values.
     """
 
-    def __init__(self, spec_path: Path, lines: dict[Loc, int]) -> None:
-        self.spec_path, self.lines = spec_path, lines
+    def __init__(self, spec_path: Path, lines: dict[Loc, int], train_images: int | None = None) -> None:
+        self.spec_path, self.lines, self.train_images = spec_path, lines, train_images
         self.seen: set[tuple[str, str]] = set()
 
     def _new(self, key: str, value: Any) -> bool:
@@ -150,6 +158,10 @@ class RunChecker:
                 ScheduleConfig.from_dict(doc["schedule"], total_epochs=epochs)
             if self._new("augmentation", doc["data"]["augmentation"]):
                 normalize_ops(doc["data"]["augmentation"])
+            batch, n = doc["train"]["batch_size"], self.train_images
+            if doc["train"]["drop_last"] and n is not None and batch > n:  # the workload's prepare_run rule
+                raise SpecError(f"batch size {batch} is larger than the {n} training images with drop_last",
+                                field="train.batch_size", fix="use a smaller batch or drop_last: false")
         except RunnerError as exc:
             raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 

@@ -95,7 +95,7 @@ def _grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
 def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | None = None,
                     max_runs: int = MAX_RUNS) -> Plan:
     """Expand an experiment into its runs; errors point at the sweep field that caused them."""
-    from runner.spec.check import Origin, RunChecker, check_model
+    from runner.spec.check import Origin, RunChecker, check_model, train_images
     from runner.spec.workload_config import workload_config
 
     lines = lines or {}
@@ -127,7 +127,7 @@ def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | No
     runs: list[Run] = []
     seen: dict[str, str] = {}
     checked: set[str] = set()
-    checker = RunChecker(spec_path, lines)
+    checker = RunChecker(spec_path, lines, train_images(common["dataset"]))
     last_seed = exp.seed + exp.repeats - 1
     for name, idx, overrides, grid in sweep_items:
         for point in _grid_points(grid):
