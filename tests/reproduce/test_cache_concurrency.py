@@ -4,6 +4,7 @@ that waits too long says so in one line naming an option `reproduce` has."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ print(r.source_root_hash, r.prepared)
 @pytest.mark.parametrize("attempt", range(5))
 def test_two_runners_on_an_empty_cache_both_succeed(tmp_path, attempt):
     cache = tmp_path / "cache"
-    procs = [subprocess.Popen([sys.executable, "-c", RESOLVE, str(TINY), str(cache)], cwd=tmp_path,
+    env = os.environ | {"PYTHONPATH": str(REPO)}  # this checkout's runner, whatever is installed
+    procs = [subprocess.Popen([sys.executable, "-c", RESOLVE, str(TINY), str(cache)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     for proc, (_out, err) in zip(procs, results, strict=True):
