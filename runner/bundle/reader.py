@@ -24,7 +24,8 @@ from runner.fileio import canonical_sha256, read_bounded
 MANIFEST = "manifest.json"
 FACTS_FILE = "bundle.json"  # schema 2+: every manifest field but `files`, itself listed (hashed) in `files`
 FACTS_SINCE = 2  # the bundle schema that introduced FACTS_FILE
-MAX_MANIFEST_BYTES = 256 * 2**20
+MAX_MANIFEST_BYTES = 16 * 2**20  # ~100,000 file entries
+MAX_JSON_ITEMS = 1_000_000  # separators and containers: bounds what json.loads may build (< 100 MB)
 
 
 def bundle_digest(manifest: dict[str, Any]) -> str:
@@ -105,7 +106,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 def load_json_bytes(data: bytes, path: Path, error: type[RunnerError] = BundleError) -> Any:
-    """JSON from a bundle file: NaN/Infinity and nesting too deep to parse are one-line refusals."""
+    """JSON from a bundle file: NaN/Infinity, nesting too deep to parse and more items than a bundle
+    document holds (counted on the bytes before parsing: memory stays bounded) are one-line refusals."""
+    items = sum(data.count(c) for c in (b",", b":", b"[", b"{"))
+    if items > MAX_JSON_ITEMS:
+        raise error(f"holds about {items:,} JSON items, more than the {MAX_JSON_ITEMS:,} a bundle document may",
+                    file=path, fix="the bundle is corrupt or not a runner bundle")
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except RecursionError:

@@ -218,3 +218,18 @@ def test_a_hostile_signature_file_is_a_problem_not_a_crash(bundle, cli_reg):
     os.mkfifo(bundle / "manifest.json.sig")  # reading it would hang
     found = {(p.path, p.kind) for p in verify_bundle(bundle).problems}
     assert ("manifest.json.sig", "signature") in found and ("manifest.json.sig", "special") in found
+
+
+@pytest.mark.parametrize("body, message", [
+    ('{"x": [' + ",".join(["1000"] * 990_000) + "]}", "no valid bundle_schema_version"),  # parsed, bounded
+    ('{"x": [' + ",".join(["{}"] * 2_500_000) + "]}", "JSON items"),  # refused before parsing (was 270 MB)
+    ('{"x": "' + "a" * (16 * 2**20) + '"}', "larger than"),
+], ids=["990k-numbers", "2.5M-objects", "16MiB-string"])
+def test_a_huge_manifest_costs_bounded_memory(tmp_path, body, message):
+    from tests.publish.test_archive_caps import run_cli
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text(body)
+    result = run_cli(["bundle", "verify", str(tmp_path / "b")], tmp_path)
+    assert result["rc"] == 2 and message in result["err"] and result["err"].count("\n") == 1, result
+    assert result["mb"] < 200 and result["s"] < 2.0, result
