@@ -21,7 +21,7 @@ from typing import Any
 from runner.data.augment import normalize_ops
 from runner.data.registry import get_dataset
 from runner.errors import RunnerError, SpecError
-from runner.spec.load import Loc, field_name, nearest_line
+from runner.spec.load import Loc, field_name, nearest_line, shorten
 from runner.workload.harness.config import FRAMEWORKS, parse_config, read_data, read_measurement, read_train
 from runner.workload.models import ModelConfig, build_arch
 from runner.workload.optim import OptimConfig
@@ -86,9 +86,10 @@ def _error(exc: RunnerError, doc: dict[str, Any], origin: Origin, spec_path: Pat
         for section, values in (("grid", origin.point), ("overrides", origin.overrides)):
             if dotted in values:
                 sweep_loc = ("sweeps", origin.index, section, dotted)
-                field, line = f"sweeps[{origin.index}].{section}.{dotted}", nearest_line(lines, sweep_loc)
+                field = f"sweeps[{origin.index}].{section}.{shorten(dotted, 100)}"
+                line = nearest_line(lines, sweep_loc)
                 break
-    message = exc.message
+    message = shorten(exc.message, 500)
     if origin.index is not None:
         message += f" (in sweep '{origin.sweep}')"
     return SpecError(message, file=spec_path, line=line, field=field,

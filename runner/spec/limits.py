@@ -15,6 +15,7 @@ MAX_ITEMS = 20_000  # entries in one mapping or list (a grid axis of MAX_RUNS va
 MAX_NODES = 200_000  # tokens in the whole document
 MAX_NAME_CHARS = 100  # experiment and sweep names (they name folders)
 MAX_TEXT_CHARS = 10_000  # descriptions and other free text
+MAX_NUMBER_CHARS = 50  # digits of one number (Python refuses int('1' * 4301) anyway)
 
 # Values, each well inside the int32/int64 columns it is written to.
 INT32_MAX = 2**31 - 1

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from runner.errors import SpecError
 from runner.fileio import read_bounded
-from runner.spec.limits import MAX_DEPTH, MAX_ITEMS, MAX_NODES, MAX_SPEC_BYTES
+from runner.spec.limits import MAX_DEPTH, MAX_ITEMS, MAX_NODES, MAX_NUMBER_CHARS, MAX_SPEC_BYTES
 from runner.spec.model import Experiment
 
 Loc = tuple[str | int, ...]
@@ -33,6 +33,7 @@ _OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMap
          yaml.FlowSequenceStartToken)
 _CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 _ENTRY = (yaml.KeyToken, yaml.BlockEntryToken, yaml.FlowEntryToken)
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _REFUSED = {yaml.AliasToken: "an alias (*name)", yaml.AnchorToken: "an anchor (&name)",
             yaml.TagToken: "a tag (!tag)"}
 
@@ -47,7 +48,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+                None, None, f"duplicate key {shorten(repr(key))} (first on line {seen[key] + 1})",
+                key_node.start_mark
             )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
@@ -72,6 +74,10 @@ def scan_limits(text: str, path: Path) -> None:
             if kind in _REFUSED:
                 raise _refuse(path, token.start_mark.line, f"YAML {_REFUSED[kind]} is not allowed in a spec",
                               "write the value out; a spec needs no anchors, aliases or tags")
+            if kind is yaml.ScalarToken and token.plain and len(token.value) > MAX_NUMBER_CHARS and \
+                    loader.resolve(yaml.ScalarNode, token.value, (True, False)) in _NUMBER_TAGS:
+                raise _refuse(path, token.start_mark.line, f"a number written with {len(token.value)} "
+                              f"characters (at most {MAX_NUMBER_CHARS})", "no spec value needs that many digits")
             if kind in _OPEN:
                 depth += 1
                 counts.append([0, kind is yaml.FlowSequenceStartToken])
@@ -152,6 +158,11 @@ def _fix_for(err: dict) -> str:
     return "see docs/spec.md"
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """Cut a user-supplied piece of an error line (a 200,000-character key stays one short line)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def field_name(loc: Loc) -> str:
     parts: list[str] = []
     for item in loc:
@@ -160,7 +171,7 @@ def field_name(loc: Loc) -> str:
         elif item in ("random_crop", "horizontal_flip", "brightness", "resize") and parts:
             continue  # pydantic's discriminator tag, not a key the user wrote
         else:
-            parts.append(("." if parts else "") + str(item))
+            parts.append(("." if parts else "") + shorten(str(item), 100))
     return "".join(parts) or "<document>"
 
 
@@ -174,7 +185,7 @@ def validation_to_spec_error(exc: ValidationError, file: Path, lines: dict[Loc, 
     err = errors[0]
     loc = tuple(x for x in err["loc"] if x != "__root__")
     full = (*prefix, *loc)
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = shorten(err["msg"].removeprefix("Value error, "), 500)
     more = len(exc.errors()) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
@@ -212,7 +223,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
                         line=1, fix="start from experiments/smoke.yaml")
     bad_keys = [k for k in _all_keys(data) if not isinstance(k, str)]
     if bad_keys:
-        raise SpecError(f"key {bad_keys[0]!r} is not a string", file=path, fix="quote the key")
+        raise SpecError(f"key {shorten(repr(bad_keys[0]))} is not a string", file=path, fix="quote the key")
     return data, _line_index(node)
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from runner.errors import SpecError
 from runner.fileio import canonical_json, canonical_sha256
 from runner.spec.limits import MAX_RUNS  # noqa: F401 - re-exported
-from runner.spec.load import Loc, load_experiment, nearest_line, validation_to_spec_error
+from runner.spec.load import Loc, load_experiment, nearest_line, shorten, validation_to_spec_error
 from runner.spec.model import Experiment, Recipe
 
 PLAN_SCHEMA = 1
@@ -107,7 +107,7 @@ def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | No
             if not values:
                 raise SpecError("an empty grid axis gives no runs", file=spec_path,
                                 line=nearest_line(lines, ("sweeps", idx, "grid", key)),
-                                field=f"sweeps[{idx}].grid.{key}", fix="give at least one value")
+                                field=f"sweeps[{idx}].grid.{shorten(key, 100)}", fix="give at least one value")
     total = sum(_count(grid) for *_, grid in sweep_items) * len(exp.frameworks) * exp.repeats
     if total > max_runs:
         raise SpecError(f"the spec expands to {total} runs, above the limit of {max_runs}", file=spec_path,
@@ -170,9 +170,9 @@ def _resolve_recipe(base_json: str, overrides: dict, point: dict, spec_path: Pat
             try:
                 _set_dotted(recipe, key, value)
             except KeyError:
-                raise SpecError(f"'{key}' is not a recipe field", file=spec_path,
+                raise SpecError(f"'{shorten(key, 100)}' is not a recipe field", file=spec_path,
                                 line=nearest_line(lines, ("sweeps", idx, section, key)),
-                                field=f"sweeps[{idx}].{section}.{key}",
+                                field=f"sweeps[{idx}].{section}.{shorten(key, 100)}",
                                 fix="name a field of `recipe` (dotted for nested: optimizer_params.momentum)",
                                 ) from None
     try:
