@@ -154,7 +154,8 @@ class DockerEngine:
         self.stop_grace_s = stop_grace_s  # SIGTERM -> SIGKILL, and how long finish() waits for an exit
 
     def describe(self) -> dict:
-        version = self.client.version()
+        with api_errors("asking the engine for its version"):
+            version = self.client.version()
         return {"kind": "docker", "isolated": True, "version": version.get("Version"),
                 "api_version": version.get("ApiVersion")}
 
@@ -228,7 +229,13 @@ def run_workload_tool(client, image_id: str, argv: list[str], code_dir: Path) ->
 
 def remove_containers(client, bundle_id: str) -> int:
     """Remove every container of a bundle (after an interruption); returns how many."""
-    containers = client.containers.list(all=True, filters={"label": f"{LABEL_BUNDLE}={bundle_id}"})
-    for c in containers:
-        c.remove(force=True)
+    import docker.errors
+
+    with api_errors("removing the containers of an interrupted run"):
+        containers = client.containers.list(all=True, filters={"label": f"{LABEL_BUNDLE}={bundle_id}"})
+        for c in containers:
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # removed meanwhile (its run's finish() got there first)
     return len(containers)
