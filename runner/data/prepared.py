@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from runner.data.files import read_regular_file, sha256_bytes, staged_dir, write
 from runner.data.manifest import dataset_manifest
 from runner.data.reader import RawDataset
 from runner.data.sources import open_source
-from runner.errors import DatasetError
+from runner.errors import DatasetError, DatasetRefused
 
 FORMAT = "runner-prepared-dataset"
 FORMAT_VERSION = 1
@@ -196,6 +197,8 @@ def _parse_meta(data: bytes, where: Path) -> dict[str, Any]:
         meta = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"is not valid JSON ({exc})", file=where) from None
+    except RecursionError:
+        raise DatasetRefused("nests too deeply to be a prepared meta.json", file=where) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DatasetError(f"is not a {FORMAT} meta.json", file=where, field="format")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -214,11 +217,54 @@ def _parse_meta(data: bytes, where: Path) -> dict[str, Any]:
     for fname, info in files.items():
         if fname not in allowed:
             raise DatasetError(f"lists an unexpected file {fname!r}", file=where, field="files")
-        if not (isinstance(info, dict) and isinstance(info.get("size"), int)
-                and isinstance(info.get("sha256"), str) and isinstance(info.get("shape"), list)
-                and isinstance(info.get("dtype"), str)):
-            raise DatasetError("needs size, sha256, dtype and shape", file=where, field=f"files.{fname}")
+        if not (isinstance(info, dict) and _count(info.get("size")) and _sha256(info.get("sha256"))
+                and info.get("dtype") in _DTYPES and isinstance(info.get("shape"), list)
+                and 1 <= len(info["shape"]) <= 4 and all(_count(v) for v in info["shape"])):
+            raise DatasetError("needs size, sha256 (64 hex digits), dtype (uint8 or int64) and shape (counts)",
+                               file=where, field=f"files.{fname}", fix=_REPREPARE)
+    _check_meta_fields(meta, where)
     return meta
+
+
+_DTYPES = ("uint8", "int64")
+_REPREPARE = "prepare the folder again: runner data prepare SOURCE --out DIR"
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**40
+
+
+def _sha256(v: object) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _names(v: object, most: int) -> bool:
+    return isinstance(v, list) and 0 < len(v) <= most and all(isinstance(n, str) for n in v)
+
+
+def _check_meta_fields(meta: dict[str, Any], where: Path) -> None:
+    """The types and ranges of meta.json's facts (a hand-edited file gets one line, not a crash)."""
+    def numbers(v: object) -> bool:
+        return isinstance(v, list) and len(v) == 3 and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+
+    checks = {
+        "dataset": (isinstance(meta["dataset"], str), "a dataset name"),
+        "classes": (_names(meta["classes"], 100_000), "a list of class names"),
+        "coarse_classes": (meta.get("coarse_classes") is None or _names(meta["coarse_classes"], 100_000),
+                           "null or a list of names"),
+        "counts": (isinstance(meta["counts"], dict) and all(_count(meta["counts"].get(k)) for k in ("train", "test")),
+                   "{train: N, test: M} image counts"),
+        "image_shape": (isinstance(meta["image_shape"], list) and len(meta["image_shape"]) == 3
+                        and all(_count(v) and v > 0 for v in meta["image_shape"]), "[height, width, channels]"),
+        "train_channel_mean": ("train_channel_mean" not in meta or numbers(meta["train_channel_mean"]),
+                               "three finite numbers"),
+        "train_channel_std": ("train_channel_std" not in meta or numbers(meta["train_channel_std"]),
+                              "three finite numbers"),
+    }
+    for field_name, (ok, what) in checks.items():
+        if not ok:
+            raise DatasetError(f"must be {what}", file=where, field=field_name, fix=_REPREPARE)
 
 
 def _check_consistent(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:

@@ -222,3 +222,45 @@ def test_bounded_gunzip_reads_every_gzip_member(synth10):
     half = len(raw) // 2
     _write_archive(synth10, gzip.compress(raw[:half], mtime=0) + gzip.compress(raw[half:], mtime=0))
     assert open_source(synth10.archive).read().train_x.shape == (60, 32, 32, 3)
+
+
+META_EDITS = {
+    "classes not a list": (lambda m: m.__setitem__("classes", 5), "classes: must be a list of class names"),
+    "classes not names": (lambda m: m.__setitem__("classes", list(range(10))), "classes: must be a list"),
+    "counts a list": (lambda m: m.__setitem__("counts", [1, 2]), "counts: must be"),
+    "count past int64": (lambda m: m["counts"].__setitem__("train", 2**70), "counts: must be"),
+    "image_shape an int": (lambda m: m.__setitem__("image_shape", 3), "image_shape: must be"),
+    "shape past int64": (lambda m: m["files"]["train_x.npy"].__setitem__("shape", [2**70, 32, 32, 3]),
+                         "files.train_x.npy: needs"),
+    "object dtype": (lambda m: m["files"]["train_x.npy"].__setitem__("dtype", "object"), "files.train_x.npy"),
+    "dataset an int": (lambda m: m.__setitem__("dataset", 5), "dataset: must be a dataset name"),
+    "mean a string": (lambda m: m.__setitem__("train_channel_mean", "x"), "train_channel_mean: must be"),
+}
+
+
+@pytest.mark.parametrize("case", META_EDITS, ids=list(META_EDITS))
+def test_a_hand_edited_meta_json_is_one_line_not_a_crash(cli, prepared10, tmp_path, case):
+    """meta.json pins every file's hash, so it is the one file a checksum cannot vouch for."""
+    import json
+    import shutil
+
+    edit, needle = META_EDITS[case]
+    folder = tmp_path / "prepared"
+    shutil.copytree(prepared10.path, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    edit(meta)
+    (folder / "meta.json").chmod(0o644)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    res = cli("data", "verify", folder)
+    assert res.code == 1 and res.err.count("\n") == 1 and needle in res.err, res.err  # a failed check
+
+
+def test_a_deeply_nested_meta_json_is_refused(cli, prepared10, tmp_path):
+    import shutil
+
+    folder = tmp_path / "prepared"
+    shutil.copytree(prepared10.path, folder)
+    (folder / "meta.json").chmod(0o644)
+    (folder / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    res = cli("data", "verify", folder)
+    assert res.code == 2 and "nests too deeply" in res.err and res.err.count("\n") == 1, res.err
