@@ -43,7 +43,8 @@ def bomb(path: Path, members: list[tuple[str, int]], kind: bytes = tarfile.REGTY
 
 def run_cli(args: list[str], tmp: Path) -> dict:
     """`runner ARGS` in a fresh interpreter: exit code, stderr, CPU seconds in main (user + system: what the
-    archive costs, whatever else loads the shared machine), wall seconds, peak RSS (MB)."""
+    archive costs, whatever else loads the shared machine), wall seconds, peak RSS in MB (VmHWM: ru_maxrss
+    would carry over the parent's peak across fork and exec)."""
     code = (
         "import json, resource, sys, time\n"
         "from runner.cli.main import main\n"
@@ -51,8 +52,8 @@ def run_cli(args: list[str], tmp: Path) -> dict:
         "t, c = time.perf_counter(), cpu()\n"
         "try:\n    main(sys.argv[1:]); rc = 0\n"
         "except SystemExit as e:\n    rc = int(e.code or 0)\n"
-        "print(json.dumps({'rc': rc, 's': cpu() - c, 'wall': time.perf_counter() - t,\n"
-        "                  'mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+        "hwm = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM:')][0]\n"
+        "print(json.dumps({'rc': rc, 's': cpu() - c, 'wall': time.perf_counter() - t, 'mb': hwm / 1024}))\n"
     )
     env = {"TMPDIR": str(tmp), "PATH": "/usr/bin:/bin", "HOME": str(tmp)}
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
