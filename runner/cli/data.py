@@ -184,8 +184,8 @@ def manifest(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the per-file sha256 manifest and root hash; --write records it as SHA256SUMS."""
-    from runner.data.files import write_file_atomic
     from runner.data.manifest import MANIFEST_NAME, dataset_manifest, format_manifest_file
+    from runner.fileio import write_atomic
 
     entries, root = dataset_manifest(path, exclude=frozenset({MANIFEST_NAME}))
     if write:
@@ -195,7 +195,7 @@ def manifest(
         if target.exists():
             raise DatasetError(f"already has {MANIFEST_NAME}; it is never overwritten", file=target,
                                fix="check it with `runner data verify`, or remove it first")
-        write_file_atomic(target, format_manifest_file(entries))
+        write_atomic(target, format_manifest_file(entries))
     if as_json:
         typer.echo(json.dumps({"root_sha256": root,
                                "files": {k: {"size": s, "sha256": h} for k, (s, h) in entries.items()}}, indent=2))

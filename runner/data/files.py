@@ -1,4 +1,4 @@
-"""Small file helpers shared by the dataset layer: hashing, atomic writes, staged folders."""
+"""Small file helpers shared by the dataset layer: digests, bounded reads of regular files, staged folders."""
 
 from __future__ import annotations
 
@@ -60,10 +60,6 @@ def special_kind(mode: int) -> str:
             else "a special file")
 
 
-def sha256_file(path: Path) -> str:
-    return fileio.sha256_file(path)[1]
-
-
 def read_regular_file(path: Path, max_bytes: int, what: str = "dataset file", fix: str | None = None) -> bytes:
     """The bytes of a regular file of at most `max_bytes`. A link, FIFO, device or socket, or a
     larger file, is refused (DatasetRefused) before more than the cap is read; a FIFO never blocks."""
@@ -76,22 +72,6 @@ def write_bytes_durable(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, then os.replace it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def refuse_existing(final: Path) -> None:
