@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from runner.bundle import fsutil
 from runner.engine.docker_client import api_errors
 from runner.errors import CheckFailed, ImageError, UsageError
+from runner.fileio import read_bounded
 from runner.images.lockfile import sha256_file, write_atomic
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def check_sidecar(path: Path) -> str | None:
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.is_file():
         return None
-    words = sidecar.read_text().split()
+    words = read_bounded(sidecar, 4096, ImageError, what="sha256 file").decode("utf-8", "replace").split()
     if not words or not re.fullmatch(r"[0-9a-f]{64}", words[0]):
         raise ImageError("not a sha256 file", file=sidecar, fix="remove it or rewrite it as `<sha256>  <file>`")
     actual = sha256_file(path)

@@ -122,3 +122,11 @@ def test_a_real_exported_image_with_one_unsafe_member_added_is_never_loaded(clie
                 client.images.remove(ref, force=True)
             except docker.errors.APIError:
                 pass
+
+
+def test_a_huge_sidecar_is_refused_without_reading_it(tmp_path):
+    archive = docker_archive(tmp_path / "a.tar", [])
+    with open(tmp_path / "a.tar.sha256", "wb") as f:
+        f.truncate(4 * 2**30)  # sparse: 4 GiB of zeros that a plain read_text would pull into memory
+    with pytest.raises(ImageError, match="larger than"):
+        import_image(None, archive)  # type: ignore[arg-type]
