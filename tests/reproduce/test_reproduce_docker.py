@@ -124,6 +124,8 @@ def test_sigint_leaves_no_container_and_resume_completes(cpu_images, docker_clie
     partial = tmp_path / "results" / "tiny" / label
     assert partial.name.endswith(".partial") and partial.is_dir()
     assert "--resume" in out
+    scratch = tmp_path / ".cache" / "runner" / "scratch"
+    assert not scratch.exists() or list(scratch.iterdir()) == []  # the interrupted run's scratch is gone
     done = _reproduce(tmp_path, TINY, "--resume", str(partial))
     assert done.returncode == 0, done.stdout + done.stderr
     (bundle,) = _bundles(tmp_path / "results", "tiny")
