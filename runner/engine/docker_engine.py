@@ -45,6 +45,7 @@ class DockerRun:
         self._engine, self._request, self._container = engine, request, container
         self._started = time.monotonic()
         self._killed: str | None = None
+        self._stop_sent = False
         self._exit: int | None = None
 
     @property
@@ -68,6 +69,7 @@ class DockerRun:
         import docker.errors
 
         self._killed = self._killed or reason
+        self._stop_sent = True
         with api_errors(f"stopping container {self._container.short_id}"):
             try:
                 self._container.stop(timeout=int(math.ceil(self._engine.stop_grace_s)))
@@ -86,6 +88,8 @@ class DockerRun:
             left = self._remove()
             if os.getuid() == 0:
                 _chown_tree(self._request.out_dir, 0, 0)
+        if self._stop_sent and exit_code == 137 and not oom and "SIGKILL" not in (self._killed or ""):
+            self._note(f"did not stop within {self._engine.stop_grace_s:g} s of SIGTERM: killed (SIGKILL)")
         reason = classify_exit(exit_code, self._killed, oom)
         if left:
             reason = f"{reason or 'ok'}; {left}"
@@ -102,8 +106,7 @@ class DockerRun:
         code = self._wait_once(grace)
         if code is not None:
             return code
-        note = f"still running {grace:g} s after it should have ended: killed (SIGKILL)"
-        self._killed = f"{self._killed}; {note}" if self._killed else note
+        self._note(f"still running {grace:g} s after it should have ended: killed (SIGKILL)")
         with api_errors(f"killing container {self._container.short_id}"):
             try:
                 self._container.kill()
@@ -117,6 +120,9 @@ class DockerRun:
             raise EngineError(f"container {self._container.short_id} did not exit {grace:g} s after SIGKILL",
                               fix="check the engine (`docker ps`, `runner doctor`); remove it with docker rm -f")
         return code
+
+    def _note(self, note: str) -> None:
+        self._killed = f"{self._killed}; {note}" if self._killed else note
 
     def _wait_once(self, timeout: float) -> int | None:
         """The exit code, or None when the container is still running after `timeout` seconds."""

@@ -65,6 +65,19 @@ def test_finish_waits_at_most_the_grace_period(docker_client, tmp_path):
     assert _leftovers(docker_client) == []
 
 
+def test_a_container_that_ignores_sigterm_is_killed_and_the_row_says_so(docker_client, tmp_path):
+    """`sleep` as a container's PID 1 has no SIGTERM handler: the engine's stop SIGKILLs it."""
+    container = docker_client.containers.run(LOCAL_BASE, ["sleep", "600"], detach=True,
+                                             labels={LABEL_BUNDLE: "engine-failures-test", LABEL_RUN: "r1"})
+    run = DockerRun(DockerEngine(docker_client, stop_grace_s=1), _request(tmp_path, None), container)
+    t0 = time.monotonic()
+    run.kill("time limit (5 s)")
+    outcome = run.finish()
+    assert time.monotonic() - t0 < 15
+    assert outcome.reason == "time limit (5 s); did not stop within 1 s of SIGTERM: killed (SIGKILL)"
+    assert _leftovers(docker_client) == []
+
+
 def test_kill_of_a_container_already_gone_is_fine(docker_client, tmp_path):
     container = docker_client.containers.run(LOCAL_BASE, ["true"], detach=True,
                                              labels={LABEL_BUNDLE: "engine-failures-test"})
