@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -260,9 +261,11 @@ def framework_info(engine, client, image_id: str | None, framework: str, code_di
     if client is None:
         from runner.engine.local_engine import run_workload_tool as run_local
 
-        proc = run_local(argv, code_dir, timeout=300)
-        out, ok = proc.stdout, proc.returncode == 0
-        err = proc.stderr
+        try:
+            proc = run_local(argv, code_dir, timeout=300)
+            out, ok, err = proc.stdout, proc.returncode == 0, proc.stderr
+        except (OSError, subprocess.TimeoutExpired) as e:  # recorded; the runs themselves will show it
+            out, ok, err = "", False, f"{type(e).__name__}: {e}"
     else:
         from runner.engine.docker_engine import run_workload_tool
 
