@@ -22,7 +22,7 @@ from pathlib import Path
 
 from runner.data.files import CHUNK, file_digests
 from runner.data.registry import get_dataset
-from runner.errors import DatasetError
+from runner.errors import DatasetError, DatasetRefused
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
@@ -49,6 +49,10 @@ def fetch(name: str, dest: str | Path, url: str | None = None, sha256: str | Non
     src = url or layout.url
     expected = _Expected(layout.archive_md5 if sha256 is None else None, _hex(sha256), layout.archive)
 
+    for path in (final, part):  # a FIFO would block the open; a linked .part would be written through
+        if (path.exists() and not path.is_file()) or (path is part and path.is_symlink()):
+            raise DatasetRefused("is a special file or link, not a download", file=path,
+                                 fix="remove it and fetch again")
     if final.exists():
         if not expected.matches(final):
             raise DatasetError("already exists but does not match the expected checksum", file=final,

@@ -37,7 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.data.cifar import CIFAR10, IMAGE_SIDE, LAYOUTS, CifarLayout, checksum_file_for
+from runner.data.cifar import (
+    CIFAR10,
+    IMAGE_SIDE,
+    LAYOUTS,
+    MAX_EXTRACTED_BYTES,
+    MAX_FILE_BYTES,
+    PIXELS,
+    CifarLayout,
+    checksum_file_for,
+)
 from runner.data.files import sha256_bytes, staged_dir, write_bytes_durable
 from runner.data.manifest import MANIFEST_NAME, dataset_manifest, format_manifest_file
 from runner.errors import DatasetError
@@ -227,6 +236,7 @@ def write_synthetic(like: str, out: str | Path, train: int | None = None, test: 
                            field="--train/--test", fix="raise --train / --test")
     if seed < 0:
         raise DatasetError("seed must be >= 0", field="--seed")
+    _check_readable_size(layout, train, test)
     out = Path(out)
     members = synth_members(like, train, test, seed)
     archive_bytes = tar_gz(layout.folder, members)
@@ -249,6 +259,19 @@ def write_synthetic(like: str, out: str | Path, train: int | None = None, test: 
     return SynthResult(out=out, folder=out / layout.folder, archive=out / layout.archive,
                        checksum_file=checksum_file_for(out / layout.archive), archive_sha256=archive_sha,
                        manifest_root=root, counts=(train, test))
+
+
+def _check_readable_size(layout: CifarLayout, train: int, test: int) -> None:
+    """Refuse, before generating anything, data the reader's caps would refuse (runner/data/cifar.py)."""
+    per_image = PIXELS + 128  # its pixels, file name and label in the pickle, with room to spare
+    per_file = MAX_FILE_BYTES // per_image
+    largest_file = max(math.ceil(train / len(layout.train_files)), test)
+    if largest_file > per_file or (train + test) * per_image > MAX_EXTRACTED_BYTES:
+        raise DatasetError(
+            f"{train} train + {test} test images is more than a {layout.name} source may hold (a batch file "
+            f"at most {MAX_FILE_BYTES} bytes, {MAX_EXTRACTED_BYTES} in all)", field="--train/--test",
+            fix=f"at most {per_file} images per batch file: {per_file * len(layout.train_files)} train, "
+                f"{per_file} test, {MAX_EXTRACTED_BYTES // per_image} in all")
 
 
 def _layout(like: str) -> CifarLayout:

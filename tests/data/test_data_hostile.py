@@ -271,3 +271,19 @@ def test_a_deeply_nested_meta_json_is_refused(cli, prepared10, tmp_path):
     (folder / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
     res = cli("data", "verify", folder)
     assert res.code == 2 and "nests too deeply" in res.err and res.err.count("\n") == 1, res.err
+
+
+def test_synth_refuses_what_the_reader_would_refuse(cli, tmp_path):
+    res = cli("data", "synth", "--like", "cifar100", "--out", tmp_path / "big", "--train", "200000", "--test", "10")
+    assert res.code == 2 and "--train/--test" in res.err and res.err.count("\n") == 1, res.err
+    assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.parametrize("which", ["cifar-10-python.tar.gz", "cifar-10-python.tar.gz.part"])
+def test_fetch_refuses_a_fifo_where_the_download_goes(cli, tmp_path, which):
+    os.mkfifo(tmp_path / which)
+    t0 = time.monotonic()
+    res = cli("data", "fetch", "cifar10", "--dest", tmp_path, "--url", "http://127.0.0.1:9/x", "--sha256", "0" * 64,
+              "--quiet")
+    assert time.monotonic() - t0 < 2
+    assert res.code == 2 and f"{which}: is a special file or link" in res.err, res.err
