@@ -238,7 +238,10 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
         if client is not None:
             from runner.engine.docker_engine import remove_containers
 
-            remove_containers(client, writer.partial.name)
+            try:
+                remove_containers(client, writer.partial.name)
+            except RunnerError as e:  # said, and the interruption still ends the command
+                console.print(f"[yellow]{e.describe()}[/]")
         console.print(f"[yellow]interrupted[/]: partial bundle kept at {writer.partial}; "
                       f"finish it with `runner reproduce {spec_path} --resume {writer.partial}`")
         raise
