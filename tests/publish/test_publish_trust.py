@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,34 @@ def test_reproduce_prints_each_bundle_digest_and_reruns_exactly_the_listed_code(
     code = {e["path"]: e["sha256"] for e in read_manifest(original)["files"] if e["path"].startswith("code/")}
     assert {e["path"]: e["sha256"] for e in read_manifest(new)["files"] if e["path"].startswith("code/")} == code
     assert verify_bundle(new).ok
+
+
+@pytest.mark.docker
+def test_a_real_docker_bundle_verifies_fact_by_fact_and_its_archive_by_digest(tmp_path, cli):
+    """`runner reproduce` in the real PyTorch CPU image: every manifest fact agrees with the files the
+    docker engine wrote; the published .tar.gz verifies against the digest `reproduce` printed."""
+    import os
+    import subprocess
+
+    from tests.helpers import REPO
+    from tests.reproduce.conftest import LOCAL_BASE
+
+    spec = tmp_path / "one.yaml"
+    spec.write_text((REPO / "tests/specs/tiny.yaml").read_text().replace("frameworks: [pytorch, tensorflow]",
+                                                                        "frameworks: [pytorch]"))
+    proc = subprocess.run([sys.executable, "-m", "runner.cli", "reproduce", str(spec), "--engine", "docker",
+                           "--base", LOCAL_BASE, "--build", "never"], cwd=tmp_path, capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (bundle,) = [p for p in (tmp_path / "results" / "tiny").iterdir() if p.is_dir()]
+    digest = bundle_digest(read_manifest(bundle))
+    assert proc.stdout.rstrip().splitlines()[-1] == f"bundle digest {digest}"
+    result = verify_bundle(bundle)
+    assert result.ok, result.problems
+    assert read_manifest(bundle)["runs"][0]["engine"] == "docker"
+    ensure_registered()
+    published = cli("bundle", "publish", bundle, "--out", tmp_path / "pub", "--archive")
+    assert published.code == 0, published.err
+    archive = tmp_path / "pub" / f"{bundle.name}.tar.gz"
+    assert cli("bundle", "verify", archive, "--digest", digest).code == 0
+    assert cli("bundle", "verify", archive, "--digest", "sha256:" + "0" * 64).code == 1
