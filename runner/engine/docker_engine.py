@@ -91,11 +91,12 @@ class DockerRun:
         if self._stop_sent and exit_code == 137 and not oom and "SIGKILL" not in (self._killed or ""):
             self._note(f"did not stop within {self._engine.stop_grace_s:g} s of SIGTERM: killed (SIGKILL)")
         reason = classify_exit(exit_code, self._killed, oom)
-        if left:
-            reason = f"{reason or 'ok'}; {left}"
+        extra: dict = {"oom_killed": oom}
+        if left:  # the run's result stands; the leftover is recorded with it (and in a failed run's reason)
+            extra["container_left"] = left
+            reason = f"{reason}; {left}" if reason else None
         return RunOutcome(exit_code=exit_code, reason=reason, log=log,
-                          wall_s=time.monotonic() - self._started, container_id=self._container.id,
-                          extra={"oom_killed": oom})
+                          wall_s=time.monotonic() - self._started, container_id=self._container.id, extra=extra)
 
     def _wait(self) -> int:
         """The exit code. A container still running after the grace period is killed (SIGKILL),
