@@ -232,10 +232,11 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
     return out
 
 
-def _crate_files(root: Path) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+def _crate_files(root: Path, digest: str) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     """Files the RO-Crate of a published copy lists with a sha256 ({path: entity}) and its problems.
 
-    Nothing is read here but the crate itself (a regular file under a byte cap).
+    Nothing is read here but the crate itself (a regular file under a byte cap). A root dataset whose
+    identifier names another bundle digest than the manifest's is a problem.
     """
     if not os.path.lexists(root / CRATE_FILE):
         return {}, []
@@ -250,14 +251,18 @@ def _crate_files(root: Path) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     graph = doc.get("@graph") if isinstance(doc, dict) else None
     if not isinstance(graph, list):
         return {}, [Problem(CRATE_FILE, "crate", "has no @graph list")]
-    out = {}
+    out, problems = {}, []
     for e in graph:
+        if isinstance(e, dict) and e.get("@id") == "./" and isinstance(e.get("identifier"), str) \
+                and e["identifier"].startswith("sha256:") and e["identifier"] != digest:
+            problems.append(Problem(CRATE_FILE, "crate", f"names bundle digest {e['identifier']}, the manifest's "
+                                                         f"is {digest}"))
         if not isinstance(e, dict) or not isinstance(e.get("@id"), str) or "sha256" not in e:
             continue
         types = e.get("@type")
         if types == "File" or (isinstance(types, list) and "File" in types):
             out[e["@id"]] = e
-    return out, []
+    return out, problems
 
 
 def _publication_problems(root: Path, crate: dict[str, dict[str, Any]], listed: set[str],
@@ -306,7 +311,7 @@ def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int
         if problem is not None:
             result.problems.append(problem)
             bad.add(entry["path"])
-    crate, crate_problems = _crate_files(root)
+    crate, crate_problems = _crate_files(root, result.digest)
     result.problems.extend(crate_problems)
     publication = _publication_problems(root, crate, listed, result)
     allowed = {MANIFEST, SIGNATURE_FILE} | ({CRATE_FILE} if os.path.lexists(root / CRATE_FILE) else set())

@@ -164,3 +164,14 @@ def test_a_real_docker_bundle_verifies_fact_by_fact_and_its_archive_by_digest(tm
     archive = tmp_path / "pub" / f"{bundle.name}.tar.gz"
     assert cli("bundle", "verify", archive, "--digest", digest).code == 0
     assert cli("bundle", "verify", archive, "--digest", "sha256:" + "0" * 64).code == 1
+
+
+def test_a_crate_naming_another_digest_is_a_problem(copy):
+    path, public = copy
+    crate_path = path / "ro-crate-metadata.json"
+    crate = json.loads(crate_path.read_text())
+    next(e for e in crate["@graph"] if e["@id"] == "./")["identifier"] = "sha256:" + "0" * 64
+    crate_path.write_text(json.dumps(crate))
+    found = verify_bundle(path, public_key=public).problems
+    assert [(p.path, p.kind) for p in found] == [("ro-crate-metadata.json", "crate")]
+    assert "names bundle digest sha256:0000" in found[0].detail
