@@ -20,7 +20,7 @@ from typing import Any
 from runner.errors import ImageError
 
 SCHEMA = 1
-FRAMEWORKS = ("pytorch", "tensorflow")
+FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
 VARIANTS = ("cpu", "cuda", "ppc64le")
 PLATFORMS = ("linux/amd64", "linux/ppc64le")
 RECIPES = ("pip", "conda")
