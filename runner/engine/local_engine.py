@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from runner.engine.base import STOP_GRACE_S, RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.interpreters import framework_of, python_for
 from runner.errors import EngineError
 
 
@@ -93,9 +94,10 @@ class LocalEngine:
         log_path = request.out_dir.parent / f".{request.run_id}.log"
         env = workload_env(request.threads, str(request.code_dir.resolve()), str(request.out_dir.resolve()))
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        python = python_for(request.framework, self.python)  # MXNet has its own venv (interpreters.py)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [self.python, *request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir),
+                [python, *request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir),
                                             None if request.weights_path is None else str(request.weights_path))],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=request.out_dir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
@@ -107,4 +109,8 @@ def run_workload_tool(argv: list[str], code_dir: Path, timeout: float = 600) -> 
     """`python -m runner.workload ...` (a describe-only command: `info`, `models`) in the host's
     Python, with the environment a run gets; `code_dir` holds the `runner` package."""
     env = workload_env(None, str(code_dir), "/tmp") | {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        python = python_for(framework_of(argv), sys.executable)
+    except EngineError as e:  # the framework's own venv is missing: a failed command, like any other
+        return subprocess.CompletedProcess([*argv], 2, "", e.describe() + "\n")
+    return subprocess.run([python, *argv], capture_output=True, text=True, env=env, timeout=timeout)
