@@ -44,6 +44,9 @@ class LocalRun:
                 self._proc.wait(timeout=self._grace)
             except subprocess.TimeoutExpired:
                 self._sigkill(f"did not stop within {self._grace:g} s of SIGTERM: killed (SIGKILL)")
+            except KeyboardInterrupt:  # a second Ctrl-C while waiting: do not leave the process behind
+                self._sigkill("interrupted again: killed (SIGKILL)")
+                raise
 
     def finish(self) -> RunOutcome:
         try:
