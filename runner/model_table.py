@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runner.errors import EngineError, UsageError
 
-KNOWN_FRAMEWORKS = ("pytorch", "tensorflow")
+KNOWN_FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
 
 
 def _workload_argv(framework: str, classes: int, input_size: int | None, stem: str) -> list[str]:

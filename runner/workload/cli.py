@@ -20,7 +20,7 @@ from typing import Any
 from runner.errors import RunnerError, UsageError
 
 EXIT_BAD_INPUT = 2
-FRAMEWORKS = ("pytorch", "tensorflow")
+FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
 MODEL_CHOICES = ("resnet50", "alexnet", "vgg16", "simple_cnn")
 
 
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _import_framework(framework: str) -> None:
     """Fail with a one-line environment error when the framework is not installed."""
-    module = {"pytorch": "torch", "tensorflow": "tensorflow"}[framework]
+    module = {"pytorch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}[framework]
     try:
         __import__(module)
     except ImportError as exc:

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-              "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS", "CUDA_VISIBLE_DEVICES")
+              "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS", "CUDA_VISIBLE_DEVICES",
+              "MXNET_CPU_WORKER_NTHREADS", "MXNET_ENFORCE_DETERMINISM", "MXNET_CUDNN_AUTOTUNE_DEFAULT",
+              "NVIDIA_TF32_OVERRIDE")
 
 
 def pip_freeze() -> list[str]:
@@ -112,7 +114,37 @@ def _tf_info(probe_gpu: bool) -> dict[str, Any]:
             "devices": devices, "threads": threads}
 
 
-FRAMEWORKS = {"pytorch": _torch_info, "tensorflow": _tf_info}
+def _mx_info(probe_gpu: bool) -> dict[str, Any]:
+    import mxnet as mx
+
+    features = {f.name: bool(f.enabled) for f in mx.runtime.feature_list()}
+    build: dict[str, Any] = {
+        "cuda": features.get("CUDA"),
+        "cudnn": features.get("CUDNN"),
+        "nccl": features.get("NCCL"),
+        "onednn": features.get("MKLDNN"),
+        "openmp": features.get("OPENMP"),
+        "blas": next((n[5:].lower() for n, on in features.items() if n.startswith("BLAS_") and on), None),
+        "xla": False,
+        "features": features,  # every compile-time switch libmxnet.so reports
+    }
+    devices: list[dict[str, Any]] = [{"name": "cpu(0)", "type": "CPU", "model": platform.processor() or None}]
+    if probe_gpu and features.get("CUDA"):
+        for i in range(mx.context.num_gpus()):
+            free, total = mx.context.gpu_memory_info(i)
+            devices.append({"name": f"gpu({i})", "type": "GPU", "memory_bytes": int(total)})
+    omp = os.environ.get("OMP_NUM_THREADS")
+    threads = {
+        # MXNet's operators use OpenMP (OMP_NUM_THREADS; unset: MXNet's own default, recorded as None);
+        # its engine runs CPU operators on MXNET_CPU_WORKER_NTHREADS threads (default 1).
+        "intra_op": int(omp) if omp and omp.isdigit() else None,
+        "inter_op": int(os.environ.get("MXNET_CPU_WORKER_NTHREADS", "1")),
+    }
+    return {"framework": "mxnet", "framework_version": mx.__version__, "build": build,
+            "devices": devices, "threads": threads}
+
+
+FRAMEWORKS = {"pytorch": _torch_info, "tensorflow": _tf_info, "mxnet": _mx_info}
 
 
 def framework_info(framework: str, probe_gpu: bool) -> dict[str, Any]:

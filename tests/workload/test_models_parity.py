@@ -94,4 +94,4 @@ def test_describe_measures_the_framework_models(torch_mod, tf_mod):
         assert row["matches_arch"] and row["trainable"] == arch_row["trainable"] < row["total"]
         assert row["flops_per_image"] == arch_row["flops_per_image"] > 0
     with pytest.raises(ModelError, match="unknown framework"):
-        describe(cfg, "mxnet")
+        describe(cfg, "caffe")

@@ -20,7 +20,7 @@ from runner.errors import SpecError
 from runner.fileio import canonical_sha256
 
 SUPPORTED_SCHEMA = 1
-FRAMEWORKS = ("pytorch", "tensorflow")
+FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
 VARIANTS = ("cpu", "cuda", "ppc64le")
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, which Keras calls) takes < 2**32

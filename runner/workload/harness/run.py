@@ -144,6 +144,10 @@ def make_backend(p: Prepared) -> Backend:
         from runner.workload.harness.torch_harness import TorchBackend
 
         return TorchBackend(p.cfg, p.optim_cfg)
+    if p.cfg.framework == "mxnet":  # imports mxnet in setup(), after its engine variables are set
+        from runner.workload.harness.mx_harness import MXBackend
+
+        return MXBackend(p.cfg, p.optim_cfg)
     if not p.cfg.on_gpu and "tensorflow" not in sys.modules:
         # TensorFlow places ops on a visible GPU by itself: hide GPUs from a CPU run (recorded
         # in run_start's python.env), before TensorFlow is imported.

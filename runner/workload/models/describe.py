@@ -12,7 +12,7 @@ from typing import Any
 from runner.errors import ModelError
 from runner.workload.models import ModelConfig, build_arch, count_params, flops_per_image
 
-FRAMEWORKS: tuple[str, ...] = ("pytorch", "tensorflow")
+FRAMEWORKS: tuple[str, ...] = ("pytorch", "tensorflow", "mxnet")
 
 
 def describe_arch(cfg: ModelConfig) -> dict[str, Any]:
@@ -32,6 +32,10 @@ def describe(cfg: ModelConfig, framework: str) -> dict[str, Any]:
         from runner.workload.models import torch_impl
 
         trainable, total = torch_impl.count_params(torch_impl.build(arch))
+    elif framework == "mxnet":
+        from runner.workload.models import mx_impl
+
+        trainable, total = mx_impl.count_params(mx_impl.build(arch))
     else:
         from runner.workload.models import tf_impl
 
