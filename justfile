@@ -4,8 +4,11 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 venv := ".venv"
 bin := venv / "bin"
+mxvenv := ".venv-mxnet"
+mxnet_pins := "mxnet==1.9.1+numpy==1.23.5"
 
-# Create .venv with runner, both frameworks (CPU builds) and the dev tools; reruns are cheap.
+# Create .venv with runner, PyTorch and TensorFlow (CPU builds) and the dev tools, and .venv-mxnet
+# with MXNet; reruns are cheap.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -16,6 +19,15 @@ setup:
         | grep -v '^WARNING: Location' || true
       {{bin}}/python -c 'import runner, torch, tensorflow' >/dev/null 2>&1 || { echo "setup failed"; exit 1; }
       rm -f {{venv}}/.runner-installed-*; touch "$stamp"
+    fi
+    # MXNet 1.9.1 needs numpy 1.23.5, the frameworks above numpy 2.x: it gets its own venv, which
+    # the local engine and the MXNet tests use (runner/engine/interpreters.py).
+    mxstamp={{mxvenv}}/.runner-mxnet-{{mxnet_pins}}
+    if [ ! -e "$mxstamp" ]; then
+      [ -x {{mxvenv}}/bin/python ] || python3 -m venv {{mxvenv}}
+      {{mxvenv}}/bin/pip install -q --disable-pip-version-check {{replace(mxnet_pins, "+", " ")}}
+      {{mxvenv}}/bin/python -c 'import mxnet' >/dev/null 2>&1 || { echo "setup of {{mxvenv}} failed"; exit 1; }
+      touch "$mxstamp"
     fi
 
 # Images build on the catalog's digest-pinned Debian base, or on the debootstrapped local one
@@ -60,7 +72,8 @@ bench: setup
     done
     [ ${#missed[@]} -eq 0 ] || { echo "targets missed or benchmark failed: ${missed[*]}"; exit 1; }
 
-# Build the CPU images of both frameworks (hermetic, from the lockfiles).
+# Build the CPU images of the three frameworks (hermetic, from the lockfiles).
 images: setup
     {{bin}}/runner images build pytorch-cpu
     {{bin}}/runner images build tensorflow-cpu
+    {{bin}}/runner images build mxnet-cpu
