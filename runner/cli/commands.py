@@ -62,7 +62,7 @@ def doctor(data_root: DataRoot = DEFAULT_DATA_ROOT, as_json: JsonFlag = False) -
 
 def models(
     framework: Annotated[
-        list[str] | None, typer.Option("--framework", "-f", help="pytorch, tensorflow (default: both).")
+        list[str] | None, typer.Option("--framework", "-f", help="pytorch, tensorflow, mxnet (default: all three).")
     ] = None,
     classes: Annotated[int, typer.Option(min=1, help="Number of classes.")] = 10,
     input_size: Annotated[int | None, typer.Option(
@@ -76,7 +76,7 @@ def models(
     """Parameter counts and FLOPs per image of every model, per framework, checked equal."""
     from runner.model_table import model_table
 
-    table = model_table(frameworks=framework or ["pytorch", "tensorflow"], classes=classes,
+    table = model_table(frameworks=framework or ["pytorch", "tensorflow", "mxnet"], classes=classes,
                         input_size=input_size, stem=stem, engine=engine)
     if as_json:
         typer.echo(json.dumps(table, indent=2))

@@ -7,9 +7,9 @@ refused by `runner plan`, and the error names the SPEC field (mapped back from t
 field) and its line: the sweep's grid or override when the value came from there.
 
 Runs are checked once per distinct resolved recipe (the model, dataset and measurement sections
-are shared by every run of a plan); a framework that has no workload yet (mxnet: its runs
-become failed rows "no image") is checked as if it were pytorch, so the rest of its run.json
-is still the workload's to judge. Every module imported here is stdlib + numpy + runner.
+are shared by every run of a plan). What a framework cannot do (MXNet: amp_bf16, fp16 on CPU,
+compile) is refused per framework from the workload's own table (runner.workload.capabilities),
+naming the spec field. Every module imported here is stdlib + numpy + runner.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from runner.data.augment import normalize_ops
 from runner.data.registry import get_dataset
 from runner.errors import RunnerError, SpecError
 from runner.spec.load import Loc, field_name, nearest_line, shorten
+from runner.workload import capabilities
 from runner.workload.harness.config import FRAMEWORKS, parse_config, read_data, read_measurement, read_train
 from runner.workload.models import ModelConfig, build_arch
 from runner.workload.optim import OptimConfig
@@ -165,6 +166,14 @@ class RunChecker:
                                 field="train.batch_size", fix="use a smaller batch or drop_last: false")
         except RunnerError as exc:
             raise _error(exc, doc, origin, self.spec_path, self.lines) from None
+
+    def check_frameworks(self, doc: dict[str, Any], frameworks: list[str], origin: Origin) -> None:
+        """Refuse a recipe one of the spec's frameworks cannot run (runner.workload.capabilities)."""
+        for framework in frameworks:
+            try:
+                capabilities.check(framework, doc["variant"], doc["train"], self.spec_path)
+            except RunnerError as exc:
+                raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 
 # Spec fields that never reach run.json, and why (tests/spec/test_field_walk.py proves every other
 # field does; docs/spec.md lists these). Paths: dotted, `[]` for list items.

@@ -142,6 +142,7 @@ def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | No
                 if not runs:
                     check_model(doc, origin, spec_path, lines)
                 checker.check(doc, origin)
+                checker.check_frameworks(doc, [f.value for f in exp.frameworks], origin)
             for framework in exp.frameworks:
                 for repeat in range(exp.repeats):
                     seed = exp.seed + repeat

@@ -75,7 +75,7 @@ def test_rmsprop_momentum_error_names_rmsprop_momentum(tmp_path: Path):
 
 
 def test_mxnet_runs_are_still_planned(tmp_path: Path):
-    """A framework without a workload yet becomes failed rows ('no image'); the rest is checked."""
+    """MXNet runs are planned beside the others (what MXNet lacks: tests/spec/test_mxnet_capabilities.py)."""
     spec = {**BASE, "frameworks": ["pytorch", "mxnet"]}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))

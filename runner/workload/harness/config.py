@@ -18,6 +18,7 @@ from typing import Any
 
 from runner.errors import SpecError
 from runner.fileio import canonical_sha256
+from runner.workload import capabilities
 
 SUPPORTED_SCHEMA = 1
 FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
@@ -221,11 +222,14 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
     if not 0 <= r.get("seed") <= MAX_SEED:
         raise SpecError(f"must be in [0, {MAX_SEED}] (numpy's legacy seeding takes < 2**32), got {r.get('seed')}",
                         file=file, field="seed")
+    framework, variant, train = r.choice("framework", FRAMEWORKS), r.choice("variant", VARIANTS), read_train(
+        r.get("train"), file)
+    capabilities.check(framework, variant, r.get("train"), file)  # what this framework lacks
     return RunConfig(
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
-        framework=r.choice("framework", FRAMEWORKS), variant=r.choice("variant", VARIANTS),
+        framework=framework, variant=variant,
         seed=r.get("seed"), repeat=r.get("repeat"),
-        train=read_train(r.get("train"), file), data=read_data(r.get("data"), file),
+        train=train, data=read_data(r.get("data"), file),
         measurement=read_measurement(r.get("measurement"), file),
         model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
         path=file, doc=doc,

@@ -1,0 +1,63 @@
+"""What each framework's backend can run: the one table the planner and the workload both read.
+
+A run asking a framework for something it lacks is refused before anything runs: by `runner
+plan` / `reproduce` (runner.spec.check, naming the spec field and its line) and again by the
+workload's run.json reader (exit 2), for a run.json written by hand. Pure Python: the host never
+imports a framework to decide this.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Lack:
+    """One thing a framework cannot do: run.json `field` set to `value` (on `variants`, or any)."""
+
+    field: str
+    value: Any
+    why: str
+    fix: str
+    variants: tuple[str, ...] = ()
+
+
+# MXNet 1.9.1 (retired; docs/workload.md "The same run in every framework").
+LACKS: dict[str, tuple[Lack, ...]] = {
+    "mxnet": (
+        Lack("train.precision", "amp_bf16",
+             "MXNet 1.9.1 has no bfloat16 mixed precision for Gluon training (its bf16 AMP converts "
+             "symbolic CPU graphs for inference)", "use precision fp32 (or amp_fp16 on a cuda variant)"),
+        Lack("train.precision", "amp_fp16",
+             "MXNet 1.9.1's float16 mixed precision (contrib.amp) runs on GPUs only",
+             "use precision fp32 on CPU, or variant cuda", variants=("cpu", "ppc64le")),
+        Lack("train.compile", True,
+             "MXNet has no compiler beyond hybridize, which every MXNet run already uses "
+             "(static graphs, memory planned once)", "set compile: false for runs that include mxnet"),
+    ),
+}
+
+
+def lacks(framework: str, variant: str, train: dict[str, Any]) -> Lack | None:
+    """The first thing `framework` on `variant` cannot do among run.json's `train` section."""
+    for lack in LACKS.get(framework, ()):
+        key = lack.field.split(".", 1)[1]
+        if train.get(key) == lack.value and type(train.get(key)) is type(lack.value) \
+                and (not lack.variants or variant in lack.variants):
+            return lack
+    return None
+
+
+def check(framework: str, variant: str, train: dict[str, Any], file: Path | str | None = None) -> None:
+    """Raise a SpecError naming the run.json field when `framework` cannot run `train`."""
+    lack = lacks(framework, variant, train)
+    if lack is not None:
+        where = f" on {variant}" if lack.variants else ""
+        setting = f"{lack.field.split('.', 1)[1]}: {json.dumps(lack.value)}"
+        raise SpecError(f"{framework} cannot run {setting}{where}: {lack.why}",
+                        file=file, field=lack.field, fix=lack.fix)
