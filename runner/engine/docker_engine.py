@@ -20,6 +20,7 @@ from runner.errors import EngineError
 
 LABEL_BUNDLE = "io.runner.bundle"
 LABEL_RUN = "io.runner.run"
+LABEL_TOOL = "io.runner.tool"  # describe-only containers (info, models)
 UNPRIVILEGED_UID = 65534  # "nobody": used when the host user is root, so nothing runs as root inside
 
 CODE_MOUNT, DATA_MOUNT, OUT_MOUNT, CONFIG_MOUNT = "/opt/runner", "/data", "/out", "/run/runner.json"
@@ -219,19 +220,33 @@ class DockerEngine:
         return DockerRun(self, request, container)
 
 
-def run_workload_tool(client, image_id: str, argv: list[str], code_dir: Path) -> str:
+def run_workload_tool(client, image_id: str, argv: list[str], code_dir: Path, timeout: float = 600) -> str:
     """stdout of `python3 -m runner.workload ...` in `image_id`, locked down like a run.
 
     For the workload's describe-only commands (`info`, `models`): no data, no output folder;
-    `code_dir` holds the `runner` package to mount read-only. Raises the SDK's errors.
+    `code_dir` holds the `runner` package to mount read-only. Waits at most `timeout` seconds and
+    always removes the container (docker-py's `containers.run(remove=True)` leaves it behind when
+    the start fails or the wait times out). Raises the SDK's errors (ContainerError on a non-zero exit).
     """
+    import docker.errors
+    import requests.exceptions
+
     uid, gid = container_user()
-    out = client.containers.run(
-        image_id, entrypoint=["python3"], command=argv, remove=True, network_mode="none", user=f"{uid}:{gid}",
+    container = client.containers.create(
+        image_id, entrypoint=["python3"], command=argv, network_mode="none", user=f"{uid}:{gid}",
         cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, tmpfs={"/tmp": "rw,size=256m"},
-        environment=workload_env(None, CODE_MOUNT, "/tmp"), stdout=True, stderr=False,
+        environment=workload_env(None, CODE_MOUNT, "/tmp"), labels={LABEL_TOOL: "1"},
         volumes={str((code_dir / "runner").resolve()): {"bind": f"{CODE_MOUNT}/runner", "mode": "ro"}})
-    return out.decode("utf-8", "replace")
+    try:
+        container.start()
+        status = int(container.wait(timeout=timeout).get("StatusCode", -1))
+        if status != 0:
+            err = container.logs(stdout=False, stderr=True)
+            raise docker.errors.ContainerError(container, status, argv, image_id, err)
+        return container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+    finally:
+        with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+            container.remove(force=True)
 
 
 def remove_containers(client, bundle_id: str) -> int:

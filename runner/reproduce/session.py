@@ -273,7 +273,7 @@ def framework_info(engine, client, image_id: str | None, framework: str, code_di
         from runner.engine.docker_engine import run_workload_tool
 
         try:
-            out, ok, err = run_workload_tool(client, image_id, argv, code_dir), True, ""
+            out, ok, err = run_workload_tool(client, image_id, argv, code_dir, timeout=300), True, ""
         except Exception as e:  # noqa: BLE001 - recorded, the runs themselves will show the failure
             out, ok, err = "", False, str(e)
     if ok:

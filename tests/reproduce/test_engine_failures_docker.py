@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from runner.engine.base import RunRequest
-from runner.engine.docker_engine import LABEL_BUNDLE, LABEL_RUN, DockerEngine, DockerRun
+from runner.engine.docker_engine import LABEL_BUNDLE, LABEL_RUN, LABEL_TOOL, DockerEngine, DockerRun
 from runner.errors import EngineError
 from tests.helpers import REPO
 from tests.reproduce.conftest import LOCAL_BASE
@@ -116,3 +116,5 @@ def test_a_run_refused_at_start_is_a_row_and_the_sweep_goes_on(cpu_images, docke
     assert _leftovers(docker_client, bundle.name) == []
     scratch = tmp_path / "cache" / "scratch"
     assert not scratch.exists() or list(scratch.iterdir()) == []
+    # nor the describe-only `info` container that could not start in the base image either
+    assert docker_client.containers.list(all=True, filters={"label": LABEL_TOOL, "ancestor": base}) == []
