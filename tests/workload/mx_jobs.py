@@ -19,6 +19,14 @@ from runner.workload.models import ModelConfig, build_arch, mx_impl
 from runner.workload.optim import OptimConfig, mx_optim
 
 
+def _arch(p: dict):
+    if p.get("custom") == "asym":
+        from tests.workload.asym_arch import asym_arch
+
+        return asym_arch()
+    return build_arch(ModelConfig.from_dict(p["model"]))
+
+
 def _weights(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k[2:]: v for k, v in arrays.items() if k.startswith("w:")}
 
@@ -35,7 +43,7 @@ def describe(p: dict, arrays: dict) -> dict:
 
 
 def eval_logits(p: dict, arrays: dict) -> dict:
-    arch = build_arch(ModelConfig.from_dict(p["model"]))
+    arch = _arch(p)
     net = mx_impl.build(arch, p.get("dtype", "float32"), _weights(arrays), hybridize=p.get("hybridize", True))
     logits = net(mx.nd.array(arrays["x"], dtype=p.get("dtype", "float32"))).asnumpy()
     out = {"logits": logits, "counts": np.array(mx_impl.count_params(net)),
@@ -47,7 +55,7 @@ def eval_logits(p: dict, arrays: dict) -> dict:
 def step(p: dict, arrays: dict) -> dict:
     """One train-mode forward/backward, then each optimizer from the same state and gradients."""
     dtype = p.get("dtype", "float64")
-    arch = build_arch(ModelConfig.from_dict(p["model"]))
+    arch = _arch(p)
     net = mx_impl.build(arch, dtype, _weights(arrays), hybridize=p.get("hybridize", True))
     x, y = mx.nd.array(arrays["x"], dtype=dtype), mx.nd.array(arrays["y"], dtype=dtype)
     with autograd.record():
@@ -111,7 +119,20 @@ def gluon_parameters(p: dict, arrays: dict) -> dict:
     return {"a": a.data().asnumpy(), "b": b.data().asnumpy()}
 
 
-JOBS = {f.__name__: f for f in (describe, eval_logits, step, train_steps, optimizer, gluon_parameters)}
+def stock_optimizer(p: dict, arrays: dict) -> dict:
+    """MXNet's own optimizer `p["name"]` (with `p["kwargs"]`) on one tensor, lr per step from
+    `p["lrs"]`: what the canonical one replaces (its formulas differ)."""
+    w = mx.nd.array(arrays["w0"])
+    opt = mx.optimizer.create(p["name"], **p["kwargs"])
+    state = opt.create_state(0, w)
+    for k, lr in enumerate(p["lrs"]):
+        opt.set_learning_rate(lr)
+        opt.update(0, w, mx.nd.array(arrays[f"g{k}"]), state)
+    return {"w": w.asnumpy()}
+
+
+JOBS = {f.__name__: f for f in (describe, eval_logits, step, train_steps, optimizer, gluon_parameters,
+                                 stock_optimizer)}
 
 if __name__ == "__main__":
     job, folder = sys.argv[1], Path(sys.argv[2])

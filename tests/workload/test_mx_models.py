@@ -26,6 +26,7 @@ import pytest
 
 from runner.workload.models import ModelConfig, build_arch, count_params, init_weights
 from runner.workload.optim import OptimConfig
+from tests.workload.asym_arch import asym_arch
 from tests.workload.mxnet_subprocess import require_mxnet, run_job
 from tests.workload.test_models_parity import EVAL_CONFIGS
 from tests.workload.test_models_step import (
@@ -118,8 +119,8 @@ def test_hybridized_graph_equals_imperative(tmp_path):
 
 def _mx_step(tmp, key, w0, x, y, labels, dtype="float64"):
     optims = {label: ALL_OPTIMIZERS[label].__dict__ for label in labels}
-    out = run_job("step", tmp, {"model": STEP_CONFIGS[key], "optims": optims, "dtype": dtype},
-                  {"x": x, "y": y, **_w(w0)})
+    where = {"custom": key} if key == "asym" else {"model": STEP_CONFIGS[key]}
+    out = run_job("step", tmp, where | {"optims": optims, "dtype": dtype}, {"x": x, "y": y, **_w(w0)})
     after = {label: _prefixed(out, f"after:{label}:") for label in labels}
     return float(out["loss"].reshape(())), _prefixed(out, "g:"), after
 
@@ -141,6 +142,19 @@ def test_one_step_equal_in_float64(key, torch_mod, tmp_path):
         assert_same_step(w0, a.after[label], after[label], f"{key}/{label}", bound)
     stats = [k for k in w0 if k.endswith("running_var")]
     assert all(not np.array_equal(after[labels[0]][k], w0[k]) for k in stats)  # BN really trained
+
+
+def test_asymmetric_padding_equals_pytorch(torch_mod, tmp_path):
+    # explicit pads (zeros before a conv, -inf before a max-pool) where MXNet's own are symmetric
+    arch = asym_arch()
+    w0 = init_weights(arch, seed=6)
+    x, y = batch(arch, 3, seed=2, dtype="float64")
+    labels = ("sgd_momentum_l2",)
+    a = torch_step(arch, w0, x, y, {"sgd_momentum_l2": ALL_OPTIMIZERS["sgd_momentum_l2"]}, "float64")
+    loss, grads, after = _mx_step(tmp_path, "asym", w0, x, y, labels)
+    assert loss == pytest.approx(a.loss, rel=1e-12)
+    assert_same_grads(a.grads, grads, "asym")
+    assert_same_step(w0, a.after["sgd_momentum_l2"], after["sgd_momentum_l2"], "asym", 1e-9)
 
 
 def test_one_step_close_in_float32_small_cnn(torch_mod, tmp_path):

@@ -1,10 +1,10 @@
 """The canonical optimizers in MXNet (formulas: `reference.py`, docs/models.md).
 
 MXNet's own optimizers do NOT compute the canonical update: its SGD keeps lr inside the momentum
-(`mom = momentum * mom - lr * (g + wd * w)`, Keras' form), its Adam adds epsilon to
-sqrt(v_hat) with the bias correction folded into lr, its RMSprop puts epsilon inside the sqrt (and
-the centered form uses Graves' variant), and every one rescales and clips gradients unless told
-not to. So, as for TensorFlow, this is a small optimizer on `mx.nd` operators, written in
+(`mom = momentum * mom - lr * (g + wd * w)`, Keras' form: equal only while lr is constant), its
+Adam folds the bias corrections into lr and adds epsilon to the UNcorrected sqrt(v) (Keras'
+"epsilon hat"), its RMSprop puts epsilon inside the sqrt and lr inside the momentum (centered:
+Graves' form), and each rescales and may clip gradients (`rescale_grad`, `clip_gradient`). So, as for TensorFlow, this is a small optimizer on `mx.nd` operators, written in
 PyTorch's operation order (Adam's `m + (1 - beta1)(g - m)` lerp, bias corrections as Python
 floats like PyTorch's), with per-parameter step counters and state in the parameter's dtype.
 MXNet's engine runs the operators asynchronously; nothing here waits for them.

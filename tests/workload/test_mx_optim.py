@@ -1,0 +1,89 @@
+"""The canonical optimizers in MXNet against the numpy definition (`reference.py`), step by step.
+
+The same 16 variants, tensors, gradients (1e-9 .. 1, so epsilon placement matters) and changing
+learning rate as test_optim_parity.py, with its tolerances: float64 within 1e-9 of the step
+size; float32 within 1e-5 of the step size plus 1e-6 of |w| (parameters are rounded to float32
+every step). MXNet runs in `.venv-mxnet` (mxnet_subprocess.py), all variants in one subprocess.
+Two tests show MXNet's OWN SGD and Adam do not compute the canonical update (why mx_optim exists).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runner.workload.optim import OptimConfig
+from runner.workload.optim import reference as ref
+from tests.workload.mxnet_subprocess import run_job
+from tests.workload.test_optim_parity import (
+    LR_FACTORS,
+    STEPS,
+    VARIANTS,
+    assert_matches_reference,
+    problem,
+    run_reference,
+)
+
+DTYPES = ("float64", "float32")
+
+
+@pytest.fixture(scope="module")
+def mx_results(tmp_path_factory):
+    w0, grads = problem()
+    arrays = {f"w0_{i}": w for i, w in enumerate(w0)}
+    arrays |= {f"g{k}_{i}": g for k in range(STEPS) for i, g in enumerate(grads[k])}
+    return run_job("optimizer", tmp_path_factory.mktemp("mx_optim"),
+                   {"variants": VARIANTS, "dtypes": list(DTYPES), "lr_factors": LR_FACTORS}, arrays)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_mx_optimizer_is_canonical(mx_results, variant, dtype):
+    cfg = OptimConfig.from_dict(VARIANTS[variant])
+    w0, grads = problem()
+    got = [mx_results[f"{variant}:{dtype}:w_{i}"].astype(np.float64) for i in range(len(w0))]
+    assert got[0].dtype == np.float64 and mx_results[f"{variant}:{dtype}:w_0"].dtype == np.dtype(dtype)
+    assert_matches_reference(got, run_reference(cfg, w0, grads), w0, dtype)
+
+
+def test_a_frozen_parameter_is_left_alone(tmp_path):
+    # grad_req "null" (a frozen layer) gets no update and no decoupled decay; the other one does
+    cfg = OptimConfig("adam", 0.1, weight_decay=0.5, weight_decay_mode="decoupled")
+    out = run_job("gluon_parameters", tmp_path, {"optim": cfg.to_dict()})
+    assert out["b"].tolist() == [1.0, 1.0, 1.0]
+    want = ref.step(cfg, 0.1, np.ones(3), np.ones(3), ref.new_state((3,)))
+    np.testing.assert_allclose(out["a"], want, rtol=1e-6)
+
+
+def _stock(tmp_path, name: str, kwargs: dict, w0: np.ndarray, grads: list[np.ndarray], lrs: list[float]):
+    arrays = {"w0": w0} | {f"g{k}": g for k, g in enumerate(grads)}
+    return run_job("stock_optimizer", tmp_path, {"name": name, "kwargs": kwargs, "lrs": lrs}, arrays)["w"]
+
+
+def test_mxnet_sgd_momentum_differs_once_the_lr_changes(tmp_path):
+    cfg = OptimConfig("sgd", 0.1, momentum=0.9)
+    w0, grads = problem()
+    w0, grads = w0[:1], [g[:1] for g in grads]
+    want = run_reference(cfg, w0, grads)[0]
+    lrs = [cfg.lr * f for f in LR_FACTORS]
+    got = _stock(tmp_path / "a", "sgd", {"learning_rate": 0.1, "momentum": 0.9, "wd": 0.0, "rescale_grad": 1.0},
+                 w0[0], [g[0] for g in grads], lrs)
+    assert np.abs(got - want).max() > 1e-2  # MXNet keeps lr inside the momentum: mom = m mom - lr g
+    # ... while at a constant lr the two agree (so the difference above is the formula, not a bug)
+    const = [cfg.lr] * STEPS
+    ref_const = w0[0].astype(np.float64)
+    state = ref.new_state(w0[0].shape)
+    for k in range(STEPS):
+        ref_const = ref.step(cfg, cfg.lr, ref_const, grads[k][0], state)
+    got_const = _stock(tmp_path / "b", "sgd", {"learning_rate": 0.1, "momentum": 0.9, "wd": 0.0,
+                                                "rescale_grad": 1.0}, w0[0], [g[0] for g in grads], const)
+    np.testing.assert_allclose(got_const, ref_const, rtol=1e-5, atol=1e-6)
+
+
+def test_mxnet_adam_differs_on_small_gradients(tmp_path):
+    cfg = OptimConfig("adam", 1e-3, epsilon=1e-8)
+    g = np.full((4,), 1e-8, np.float32)
+    want = ref.step(cfg, cfg.lr, np.zeros(4), g, ref.new_state((4,)))
+    got = _stock(tmp_path, "adam", {"learning_rate": 1e-3, "epsilon": 1e-8, "wd": 0.0, "rescale_grad": 1.0},
+                 np.zeros(4, np.float32), [g], [1e-3])
+    assert abs(got[0] - want[0]) > 0.1 * abs(want[0])
