@@ -37,9 +37,13 @@ def engine_env(cfg: RunConfig) -> dict[str, str]:
     env = {
         # One engine worker thread for CPU ops: the inter-op parallelism the other backends pin to 1.
         "MXNET_CPU_WORKER_NTHREADS": "1",
-        # Bulk execution groups ops into one engine task; off only matters for profiling, keep default.
         "MXNET_ENFORCE_DETERMINISM": "1" if t.deterministic else "0",
     }
+    if t.deterministic:
+        # The synchronous engine: every operator runs in the calling thread, in program order, so
+        # no scheduling of the threaded engine can change a result. (One run in about forty
+        # on the threaded engine evaluated 3e-7 apart from the others; not reproduced since.)
+        env["MXNET_ENGINE_TYPE"] = "NaiveEngine"
     if t.threads is not None:
         env["OMP_NUM_THREADS"] = str(t.threads)  # MXNet's operators use OpenMP for intra-op threads
     if cfg.on_gpu:
@@ -114,15 +118,13 @@ class MXBackend:
         from runner.workload.models import mx_impl
         from runner.workload.optim import mx_optim
 
-        model = mx_impl.build(arch, dtype="float32", weights=weights)  # on the CPU
-        if self.gpu:
-            model.collect_params().reset_ctx(self.ctx)
-        # One cached graph per input shape, memory planned once (MXNet's fast training path).
+        model = mx_impl.build(arch, dtype="float32", weights=weights, ctx=self.ctx, hybridize=False)
+        # Cached graphs with memory planned once and reused (MXNet's fast training path).
         model.hybridize(static_alloc=True, static_shape=True)
         self.model = model
         # Frozen layers have grad_req "null" from the builder (their BatchNorm uses and keeps
         # its running statistics); only the others are updated.
-        self.params = [p for p in model.collect_params().values() if p.grad_req != "null"]
+        self.params = model.trainable_params()
         self.opt = mx_optim.build(self.optim_cfg)
         trainable, total = mx_impl.count_params(model)
         return ParamCounts(trainable=trainable, total=total)
