@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.helpers import mxnet_python
+
 
 @pytest.mark.docker
 def test_doctor_reports_the_engine(cli, tmp_path, monkeypatch):
@@ -33,6 +35,7 @@ def test_doctor_without_engine_fails_with_the_fix(cli, tmp_path, monkeypatch):
 def test_models_equal_across_frameworks(cli):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
+    mxnet_python()  # MXNet's counts come from its own venv
     result = cli("models", "--json", "--classes", "100")
     assert result.code == 0, result.err
     rows = json.loads(result.out)
@@ -40,7 +43,7 @@ def test_models_equal_across_frameworks(cli):
     assert all(r["equal"] for r in rows)
     resnet = [r for r in rows if r["model"] == "resnet50"]
     assert {r["trainable"] for r in resnet} == {23_712_932}  # ResNet-50 v1.5, ImageNet stem, 100 classes
-    assert {r["framework"] for r in resnet} == {"pytorch", "tensorflow"}
+    assert {r["framework"] for r in resnet} == {"pytorch", "tensorflow", "mxnet"}
 
 
 def test_models_rejects_unknown_framework(cli):

@@ -23,3 +23,12 @@ def cpu_images(docker_client) -> dict[str, str]:
     catalog = load_catalog()
     return {fw: ensure_image(docker_client, catalog.for_run(fw, "cpu"), "missing", LOCAL_BASE)
             for fw in ("pytorch", "tensorflow")}
+
+
+@pytest.fixture(scope="session")
+def mxnet_cpu_image(docker_client) -> str:
+    """The mxnet-cpu image id (built from its lockfile if missing: about 2 minutes here)."""
+    from runner.images.build import ensure_image
+    from runner.images.catalog import load_catalog
+
+    return ensure_image(docker_client, load_catalog().for_run("mxnet", "cpu"), "missing", LOCAL_BASE)
