@@ -1,7 +1,8 @@
 """Which image each framework's runs use, built when missing (per the --build policy).
 
-A framework with no image for the spec's variant (MXNet today) does not stop the sweep: its
-runs become failed rows naming the missing catalog entry.
+A framework with no image for the spec's variant (no catalog entry, or, under `--build never`, an
+image that is missing or stale; or a build that failed) does not stop the sweep: its runs become
+failed rows with the one-line reason, which names the fix (`runner images build NAME`).
 """
 
 from __future__ import annotations
@@ -56,8 +57,13 @@ def resolve_images(client, plan: Plan, build: str, base: str | None, console: Co
             console.print(f"image {entry.name}: the recorded {recorded[:19]}")
             choices[fw] = ImageChoice(fw, entry.name, recorded)
             continue
-        image_id = ensure_image(client, entry, build, base,
-                                log=lambda line: console.print(f"  [dim]{line}[/]", highlight=False))
+        try:
+            image_id = ensure_image(client, entry, build, base,
+                                    log=lambda line: console.print(f"  [dim]{line}[/]", highlight=False))
+        except ImageError as e:
+            choices[fw] = ImageChoice(fw, entry.name, None, error=e.describe())
+            console.print(f"[yellow]{fw}: {e.describe()}; its runs will be failed rows[/]")
+            continue
         if recorded:
             console.print(f"[yellow]image {entry.name}: the recorded {recorded[:19]} is not on this engine; "
                           f"rebuilt from the lockfile as {image_id[:19]}"

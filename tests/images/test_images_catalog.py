@@ -13,7 +13,7 @@ def test_repository_catalog_lists_every_framework_and_variant():
     cat = load_catalog()
     assert cat.path == (IMAGES / "images.toml").resolve()
     assert set(cat.names()) == {"pytorch-cpu", "pytorch-cuda", "pytorch-ppc64le",
-                                "tensorflow-cpu", "tensorflow-cuda", "tensorflow-ppc64le"}
+                                "tensorflow-cpu", "tensorflow-cuda", "tensorflow-ppc64le", "mxnet-cpu", "mxnet-cuda"}
     for entry in cat:
         assert entry.platform in PLATFORMS
         assert "@sha256:" in entry.base and len(entry.base.rsplit(":", 1)[1]) == 64
@@ -24,11 +24,14 @@ def test_repository_catalog_lists_every_framework_and_variant():
     assert cat.get("pytorch-cpu").requirements[0] == "torch==2.13.0+cpu"
     assert cat.get("tensorflow-cpu").requirements[0] == "tensorflow-cpu==2.21.0"
     assert not cat.get("tensorflow-ppc64le").buildable
+    mx = cat.get("mxnet-cpu")
+    assert mx.requirements == ("mxnet==1.9.1", "numpy==1.23.5", "pip") and mx.reported_version == "1.9.1"
+    assert cat.get("mxnet-cuda").requirements[0] == "mxnet-cu112==1.9.1"
 
 
 @pytest.mark.parametrize(("framework", "variant", "name"), [
     ("pytorch", "cpu", "pytorch-cpu"), ("tensorflow", "cuda", "tensorflow-cuda"),
-    ("pytorch", "ppc64le", "pytorch-ppc64le"),
+    ("pytorch", "ppc64le", "pytorch-ppc64le"), ("mxnet", "cpu", "mxnet-cpu"), ("mxnet", "cuda", "mxnet-cuda"),
 ])
 def test_for_run_picks_the_entry(framework, variant, name):
     assert load_catalog().for_run(framework, variant).name == name
@@ -44,8 +47,8 @@ def test_unknown_image_name_is_one_line_with_the_choices():
 
 
 def test_for_run_unknown_combination():
-    with pytest.raises(ImageError, match="no cpu image for mxnet"):
-        load_catalog().for_run("mxnet", "cpu")
+    with pytest.raises(ImageError, match="no ppc64le image for mxnet"):
+        load_catalog().for_run("mxnet", "ppc64le")
 
 
 def test_entry_without_digest_names_file_line_and_field(tmp_path):
