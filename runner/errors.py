@@ -75,6 +75,10 @@ class EngineError(RunnerError):
     """No container engine reachable, or the engine refused an operation."""
 
 
+class ExecutorError(RunnerError):
+    """An executor (inline, Slurm) that cannot place runs: unreachable, unknown partition or GRES."""
+
+
 class BundleError(RunnerError):
     """A result bundle that cannot be read (unknown schema, truncated table, unsafe path)."""
 

@@ -1,6 +1,7 @@
 """The docker engine: one run in its framework image, locked down.
 
-Network off, all capabilities dropped, no-new-privileges, read-only root filesystem with a
+The container is described once for every container engine (`sandbox.py`): network off, all
+capabilities dropped, no-new-privileges, read-only root filesystem with a
 tmpfs for scratch, the dataset and the workload code mounted read-only, only the run's output
 folder writable, never root inside. Containers carry the bundle and run ids as labels and are
 always removed, also on Ctrl-C.
@@ -10,31 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from pathlib import Path
 
-from runner.engine.base import STOP_GRACE_S, RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.base import STOP_GRACE_S, Launch, RunOutcome, RunRequest, classify_exit, workload_env
 from runner.engine.docker_client import api_errors, short_reason
+from runner.engine.sandbox import (  # noqa: F401 - re-exported: tests and tools import them from here
+    CODE_MOUNT,
+    CONFIG_MOUNT,
+    DATA_MOUNT,
+    LABEL_BUNDLE,
+    LABEL_RUN,
+    LABEL_TOOL,
+    OUT_MOUNT,
+    TMPFS,
+    UNPRIVILEGED_UID,
+    WEIGHTS_MOUNT,
+    container_launch,
+    container_user,
+    give_output_to_container,
+    take_output_back,
+)
 from runner.errors import EngineError
-
-LABEL_BUNDLE = "io.runner.bundle"
-LABEL_RUN = "io.runner.run"
-LABEL_TOOL = "io.runner.tool"  # describe-only containers (info, models)
-UNPRIVILEGED_UID = 65534  # "nobody": used when the host user is root, so nothing runs as root inside
-
-CODE_MOUNT, DATA_MOUNT, OUT_MOUNT, CONFIG_MOUNT = "/opt/runner", "/data", "/out", "/run/runner.json"
-WEIGHTS_MOUNT = "/weights/pretrained.npz"
-
-
-def container_user() -> tuple[int, int]:
-    uid, gid = os.getuid(), os.getgid()
-    return (uid, gid) if uid != 0 else (UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    for p in [path, *path.rglob("*")]:
-        os.chown(p, uid, gid, follow_symlinks=False)
 
 
 def _bytes(size: str | None) -> str | None:
@@ -42,8 +40,8 @@ def _bytes(size: str | None) -> str | None:
 
 
 class DockerRun:
-    def __init__(self, engine: DockerEngine, request: RunRequest, container) -> None:
-        self._engine, self._request, self._container = engine, request, container
+    def __init__(self, engine: DockerEngine, launch: Launch, container) -> None:
+        self._engine, self._launch, self._container = engine, launch, container
         self._started = time.monotonic()
         self._killed: str | None = None
         self._stop_sent = False
@@ -87,8 +85,7 @@ class DockerRun:
                 log = self._container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
         finally:
             left = self._remove()
-            if os.getuid() == 0:
-                _chown_tree(self._request.out_dir, 0, 0)
+            take_output_back(self._launch)
         if self._stop_sent and exit_code == 137 and not oom and "SIGKILL" not in (self._killed or ""):
             self._note(f"did not stop within {self._engine.stop_grace_s:g} s of SIGTERM: killed (SIGKILL)")
         reason = classify_exit(exit_code, self._killed, oom)
@@ -167,57 +164,59 @@ class DockerEngine:
         return {"kind": "docker", "isolated": True, "version": version.get("Version"),
                 "api_version": version.get("ApiVersion")}
 
+    def sampler_kwargs(self, target: object) -> dict:
+        return {"container": target}  # Docker's stats API
+
+    def launch(self, request: RunRequest) -> Launch:
+        return container_launch(request, self.name)
+
     def start(self, request: RunRequest) -> DockerRun:
+        return self.run(self.launch(request))
+
+    def run(self, launch: Launch) -> DockerRun:
         import docker.errors
         from docker.types import DeviceRequest
 
-        if request.image_id is None:
-            raise EngineError(f"run {request.run_id} has no image", fix="build it: runner images build")
         uid, gid = container_user()
-        if os.getuid() == 0:
-            _chown_tree(request.out_dir, uid, gid)
-        device_requests = [DeviceRequest(count=request.gpus, capabilities=[["gpu"]])] if request.gpus else None
+        give_output_to_container(launch)
+        devices = [DeviceRequest(device_ids=[str(i) for i in launch.devices], capabilities=[["gpu"]])] \
+            if launch.devices else None
+        lim = launch.limits
         kwargs = {
-            "image": request.image_id,
-            "entrypoint": ["python3"],
-            "command": request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT,
-                                    WEIGHTS_MOUNT if request.weights_path is not None else None),
+            "image": launch.image,
+            "entrypoint": [launch.argv[0]],
+            "command": list(launch.argv[1:]),
             "user": f"{uid}:{gid}",
             "network_mode": "none",
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "read_only": True,
-            "tmpfs": {"/tmp": "rw,size=1g,mode=1777"},
-            "shm_size": _bytes(request.shm),
-            "mem_limit": _bytes(request.memory),
-            "nano_cpus": int(request.cpus * 1e9) if request.cpus else None,
-            "device_requests": device_requests,
-            "environment": workload_env(request.threads, CODE_MOUNT, "/tmp"),
-            "working_dir": "/tmp",
-            "labels": {LABEL_BUNDLE: request.bundle_id, LABEL_RUN: request.run_id},
-            "volumes": {
-                str(request.code_dir.resolve()): {"bind": CODE_MOUNT, "mode": "ro"},
-                str(request.data_dir.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
-                str(request.config_path.resolve()): {"bind": CONFIG_MOUNT, "mode": "ro"},
-                str(request.out_dir.resolve()): {"bind": OUT_MOUNT, "mode": "rw"},
-            },
+            "tmpfs": dict(TMPFS),
+            "shm_size": _bytes(lim.shm),
+            "mem_limit": _bytes(lim.memory),
+            "nano_cpus": int(lim.cpus * 1e9) if lim.cpus else None,
+            "pids_limit": lim.pids,
+            "device_requests": devices,
+            "environment": dict(launch.env),
+            "working_dir": launch.workdir,
+            "labels": dict(launch.labels),
+            "volumes": {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                        for m in launch.mounts},
         }
-        if request.weights_path is not None:
-            kwargs["volumes"][str(request.weights_path.resolve())] = {"bind": WEIGHTS_MOUNT, "mode": "ro"}
-        with api_errors(f"creating the container of run {request.run_id}", fix="check `runner doctor`"):
+        with api_errors(f"creating the container of run {launch.run_id}", fix="check `runner doctor`"):
             try:
                 container = self.client.containers.create(**{k: v for k, v in kwargs.items() if v is not None})
             except docker.errors.ImageNotFound:
-                raise EngineError(f"image {request.image_id} is not on this engine",
+                raise EngineError(f"image {launch.image} is not on this engine",
                                   fix="runner images build (or runner images import)") from None
         try:
-            with api_errors(f"starting the container of run {request.run_id}", fix="check `runner doctor`"):
+            with api_errors(f"starting the container of run {launch.run_id}", fix="check `runner doctor`"):
                 container.start()
         except EngineError:
             with contextlib.suppress(docker.errors.DockerException, OSError):
                 container.remove(force=True)  # created, never started: leave nothing behind
             raise
-        return DockerRun(self, request, container)
+        return DockerRun(self, launch, container)
 
 
 def run_workload_tool(client, image_id: str, argv: list[str], code_dir: Path, timeout: float = 600) -> str:

@@ -14,15 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from runner.engine.base import STOP_GRACE_S, RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.base import STOP_GRACE_S, Launch, Mount, RunOutcome, RunRequest, classify_exit, workload_env
 from runner.engine.interpreters import framework_of, python_for
 from runner.errors import EngineError
 
 
 class LocalRun:
-    def __init__(self, request: RunRequest, proc: subprocess.Popen, log_path: Path,
+    def __init__(self, launch: Launch, proc: subprocess.Popen, log_path: Path,
                  stop_grace_s: float = STOP_GRACE_S) -> None:
-        self._request, self._proc, self._log_path = request, proc, log_path
+        self._launch, self._proc, self._log_path = launch, proc, log_path
         self._grace = stop_grace_s
         self._started = time.monotonic()
         self._killed: str | None = None
@@ -59,7 +59,7 @@ class LocalRun:
             self.kill("interrupted")
             raise
         except subprocess.TimeoutExpired:
-            raise EngineError(f"process {self._proc.pid} of run {self._request.run_id} did not exit "
+            raise EngineError(f"process {self._proc.pid} of run {self._launch.run_id} did not exit "
                               f"{self._grace:g} s after SIGKILL",
                               fix=f"check it: ps -o stat,cmd -p {self._proc.pid}") from None
         log = self._log_path.read_text(encoding="utf-8", errors="replace")
@@ -77,7 +77,7 @@ class LocalRun:
         except ProcessLookupError:
             pass  # the group is gone already: nothing to stop
         except PermissionError as e:
-            raise EngineError(f"cannot signal run {self._request.run_id} (process group {self._proc.pid}): "
+            raise EngineError(f"cannot signal run {self._launch.run_id} (process group {self._proc.pid}): "
                               f"{e.strerror}", fix="check who owns the process") from None
 
 
@@ -93,19 +93,38 @@ class LocalEngine:
         return {"kind": "local", "isolated": False, "python": sys.version.split()[0],
                 "note": "not isolated: host packages and network; no image digest"}
 
-    def start(self, request: RunRequest) -> LocalRun:
-        log_path = request.out_dir.parent / f".{request.run_id}.log"
+    def sampler_kwargs(self, target: object) -> dict:
+        return {"pid": target}  # the process tree
+
+    def launch(self, request: RunRequest) -> Launch:
+        """The host's interpreter (or the framework's own venv) with host paths; the mounts are
+        recorded for the reader (nothing is mounted: the run sees the host's filesystem)."""
+        weights = None if request.weights_path is None else request.weights_path.resolve()
+        paths = [(request.code_dir, True), (request.data_dir, True), (request.config_path, True),
+                 (request.out_dir, False)] + ([(weights, True)] if weights is not None else [])
         env = workload_env(request.threads, str(request.code_dir.resolve()), str(request.out_dir.resolve()))
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        if request.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in request.devices)
         python = python_for(request.framework, self.python)  # MXNet has its own venv (interpreters.py)
+        argv = request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir),
+                            None if weights is None else str(weights))
+        return Launch(run_id=request.run_id, bundle_id=request.bundle_id, engine=self.name, argv=(python, *argv),
+                      env=env, mounts=tuple(Mount(p.resolve(), str(p.resolve()), ro) for p, ro in paths),
+                      out_dir=request.out_dir.resolve(), workdir=str(request.out_dir.resolve()),
+                      devices=request.devices, limits=request.limits)
+
+    def start(self, request: RunRequest) -> LocalRun:
+        return self.run(self.launch(request))
+
+    def run(self, launch: Launch) -> LocalRun:
+        log_path = launch.out_dir.parent / f".{launch.run_id}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [python, *request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir),
-                                            None if request.weights_path is None else str(request.weights_path))],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=request.out_dir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
+                list(launch.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(launch.env),
+                cwd=launch.workdir, start_new_session=True,  # own process group: Ctrl-C is ours to forward
             )
-        return LocalRun(request, proc, log_path, self.stop_grace_s)
+        return LocalRun(launch, proc, log_path, self.stop_grace_s)
 
 
 def run_workload_tool(argv: list[str], code_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
