@@ -23,7 +23,14 @@ from runner.data.registry import get_dataset
 from runner.errors import RunnerError, SpecError
 from runner.spec.load import Loc, field_name, nearest_line, shorten
 from runner.workload import capabilities
-from runner.workload.harness.config import FRAMEWORKS, parse_config, read_data, read_measurement, read_train
+from runner.workload.harness.config import (
+    FRAMEWORKS,
+    parse_config,
+    read_data,
+    read_measurement,
+    read_parallel,
+    read_train,
+)
 from runner.workload.models import ModelConfig, build_arch
 from runner.workload.optim import OptimConfig
 from runner.workload.schedule import ScheduleConfig
@@ -33,6 +40,8 @@ _MODEL = {"bn_momentum": ("model", "batch_norm", "momentum"), "bn_epsilon": ("mo
           "num_classes": ("dataset", "num_classes")}
 _OPTIMIZER = {"name": ("recipe", "optimizer"), "lr": ("recipe", "lr"), "weight_decay": ("recipe", "weight_decay"),
               "weight_decay_mode": ("recipe", "weight_decay_mode")}
+_PARALLEL = {"mode": ("resources", "parallel"), "replicas": ("resources", "replicas"),
+             "global_batch": ("recipe", "batch_size")}
 _TOP = {"seed": ("seed",), "repeat": ("repeats",), "framework": ("frameworks",), "variant": ("variant",),
         "experiment": ("name",)}
 
@@ -75,6 +84,8 @@ def spec_location(field: str, doc: dict[str, Any]) -> Loc:
         return ("recipe", *rest) if key == "augmentation" else ("dataset", *rest)
     if section == "measurement":
         return ("measurement", *rest)
+    if section == "parallel":
+        return _PARALLEL.get(str(key), ("recipe", "data_parallel", *rest))
     return _TOP.get(str(section), (section, *rest))
 
 
@@ -153,6 +164,8 @@ class RunChecker:
             for section, read in (("train", read_train), ("data", read_data), ("measurement", read_measurement)):
                 if self._new(section, doc[section]) and not whole:
                     read(doc[section], file)
+            if self._new("parallel", (doc["parallel"], doc["train"])) and not whole:
+                read_parallel(doc["parallel"], file, read_train(doc["train"], file))
             if self._new("optimizer", doc["optimizer"]):
                 OptimConfig.from_dict(doc["optimizer"])
             epochs = doc["train"]["epochs"]
@@ -171,7 +184,7 @@ class RunChecker:
         """Refuse a recipe one of the spec's frameworks cannot run (runner.workload.capabilities)."""
         for framework in frameworks:
             try:
-                capabilities.check(framework, doc["variant"], doc["train"], self.spec_path)
+                capabilities.check(framework, doc["variant"], doc["train"], self.spec_path, parallel=doc["parallel"])
             except RunnerError as exc:
                 raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 
@@ -186,12 +199,20 @@ HOST_ONLY_FIELDS: dict[str, str] = {
     "dataset.synthetic.seed": "the host generates the synthetic dataset",
     "model.pretrained.path": "where the host finds the weights file; run.json pins its sha256",
     "sweeps[].description": "text for people",
-    "resources.gpus": "the engine's device request (a run uses at most one GPU)",
+    "resources.gpus": "the engine's device request (parallel: data -> one replica per GPU: run.json's "
+                      "parallel.replicas)",
     "resources.cpus": "the engine's CPU quota",
     "resources.memory": "the engine's memory limit",
     "resources.shm": "the engine's /dev/shm size",
     "resources.time_limit_s": "the host stops a run after it",
     "execution.engine": "where the host runs the workload",
+    "execution.executor": "who places the runs (inline, or Slurm jobs); recorded in environment/executor.json",
+    "execution.partition": "sbatch --partition of every job (environment/executor.json)",
+    "execution.time": "sbatch --time: Slurm's limit for the job (environment/executor.json)",
+    "execution.gres": "sbatch --gres of every job (environment/executor.json)",
+    "execution.account": "sbatch --account of every job (environment/executor.json)",
+    "execution.qos": "sbatch --qos of every job (environment/executor.json)",
+    "execution.max_parallel": "the job array's %N throttle (environment/executor.json)",
     "references[].source": "runner compare sets published numbers beside ours",
     "references[].match": "runner compare sets published numbers beside ours",
     "references[].metrics": "runner compare sets published numbers beside ours",
@@ -200,5 +221,4 @@ HOST_ONLY_FIELDS: dict[str, str] = {
 # Fields with one allowed value (any other is refused), so no other value can reach run.json.
 SINGLE_VALUE_FIELDS: dict[str, str] = {
     "recipe.loss": "cross_entropy is the one loss the workload implements",
-    "execution.executor": "inline is the one executor (a Slurm executor is planned)",
 }

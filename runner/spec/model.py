@@ -268,6 +268,17 @@ class Normalize(Strict):
     std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
 
 
+class DataParallel(Strict):
+    """The data-parallel rules of a run with `resources.parallel: data` (recorded in run.json's
+    `parallel` section). `recipe.batch_size` is the GLOBAL batch, split evenly over the replicas."""
+
+    per_replica_batch: BatchSize | None = Field(
+        None, description="images per replica per step; must equal batch_size / replicas (default: that)")
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="linear: the lr used is recipe.lr x replicas; none: recipe.lr as given")
+    sync_batch_norm: bool = Field(False, description="BatchNorm statistics over the global batch (else per replica)")
+
+
 class Recipe(Strict):
     """The training recipe. Fields named in a sweep's `grid` may take a list there."""
 
@@ -288,6 +299,7 @@ class Recipe(Strict):
     normalize: Normalize | None = Field(None, description="default: the dataset's official mean/std")
     drop_last: bool = True
     steps_per_epoch: Steps | None = Field(None, description="cap steps per epoch (throughput sweeps)")
+    data_parallel: DataParallel = DataParallel()
 
 
 class Measurement(Strict):
@@ -300,7 +312,10 @@ class Measurement(Strict):
 
 
 class Resources(Strict):
-    gpus: NonNegInt = 0
+    gpus: NonNegInt = Field(0, description="CUDA devices; more than one needs parallel: data (one replica each)")
+    parallel: Literal["none", "data"] = Field("none", description="data: one run trained by several replicas")
+    replicas: Annotated[int, Field(gt=0, le=1024)] | None = Field(
+        None, description="data-parallel replicas: processes/devices on CPU (required there); on cuda = gpus")
     cpus: Annotated[float, Field(gt=0, le=4096)] | None = None
     threads: Annotated[int, Field(gt=0, le=4096)] | None = Field(
         None, description="intra-op threads set in every framework")
@@ -309,9 +324,41 @@ class Resources(Strict):
     time_limit_s: PositiveInt | None = None
 
 
+SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# minutes | minutes:seconds | hours:minutes:seconds | days-hours[:minutes[:seconds]] (sbatch --time)
+SlurmTime = Annotated[str, Field(pattern=r"^(\d{1,3}-\d{1,2}(:\d{1,2}){0,2}|\d{1,6}(:\d{1,2}){0,2})$")]
+# name[:type][:count], comma-separated (sbatch --gres): gpu:2, gpu:a100:1
+SlurmGres = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}(:[A-Za-z0-9_.-]{1,32}){0,2}"
+                                        r"(,[a-z][a-z0-9_]{0,31}(:[A-Za-z0-9_.-]{1,32}){0,2}){0,7}$")]
+SLURM_FIELDS = ("partition", "time", "gres", "account", "qos", "max_parallel")
+
+
 class Execution(Strict):
+    """Where runs execute (engine) and who places them (executor: inline here, or Slurm jobs).
+
+    The Slurm fields become the jobs' sbatch options (docs/slurm.md); they are refused with
+    `executor: inline`, where nothing would read them.
+    """
+
     engine: Literal["auto", "docker", "local"] = "auto"
-    executor: Literal["inline"] = "inline"  # a Slurm executor is planned; not accepted until it exists
+    executor: Literal["inline", "slurm"] = "inline"
+    partition: SlurmName | None = Field(None, description="sbatch --partition (default: the cluster's)")
+    time: SlurmTime | None = Field(None, description="sbatch --time: the job's limit, Slurm's format")
+    gres: SlurmGres | None = Field(None, description="sbatch --gres (default: gpu:N for resources.gpus: N)")
+    account: SlurmName | None = Field(None, description="sbatch --account")
+    qos: SlurmName | None = Field(None, description="sbatch --qos")
+    max_parallel: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        None, description="at most this many of the sweep's jobs run at once (sbatch --array %N)")
+
+    @model_validator(mode="after")
+    def _slurm_only(self) -> Execution:
+        given = [f for f in SLURM_FIELDS if getattr(self, f) is not None]
+        if given and self.executor != "slurm":
+            raise ValueError(f"`{given[0]}` applies to the Slurm executor only: add `executor: slurm` or drop it")
+        if self.executor == "slurm" and self.engine == "auto":
+            raise ValueError("with `executor: slurm` name the engine the nodes run (`engine: docker` or "
+                             "`engine: local`): `auto` would be decided on the submitting machine")
+        return self
 
 
 class Sweep(Strict):
@@ -370,10 +417,7 @@ class Experiment(Strict):
             problems.append((("dataset", "num_classes"), f"num_classes {ds.num_classes} differs from the "
                              f"{NUM_CLASSES[ds.name]} classes of {ds.name.value}; the workload refuses data with "
                              "another class count", "remove dataset.num_classes"))
-        if self.resources.gpus > 1:
-            problems.append((("resources", "gpus"),
-                             f"resources.gpus is {self.resources.gpus}, but a run uses one GPU (data-parallel "
-                             "runs do not exist yet)", "set resources.gpus: 1"))
+        problems += self._parallel_problems()
         if self.seed + self.repeats - 1 > MAX_SEED:
             problems.append((("seed",), f"seed + repeats - 1 is above {MAX_SEED} (numpy's legacy seeding, "
                              "which Keras uses, takes < 2**32)", "use a smaller seed"))
@@ -381,4 +425,25 @@ class Experiment(Strict):
             problems.append((("resources", "gpus"),
                              f"resources.gpus > 0 needs variant cuda, not {self.variant.value}",
                              "set variant: cuda, or gpus: 0"))
+        return problems
+
+    def _parallel_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        res, problems = self.resources, []
+        if res.parallel != "data":
+            if res.gpus > 1:
+                problems.append((("resources", "gpus"),
+                                 f"resources.gpus is {res.gpus}, but a run without `parallel` uses one GPU",
+                                 "set resources.parallel: data (one replica per GPU), or resources.gpus: 1"))
+            if res.replicas is not None:
+                problems.append((("resources", "replicas"), "resources.replicas applies to data-parallel runs",
+                                 "set resources.parallel: data, or remove resources.replicas"))
+        elif self.variant is Variant.cuda:
+            if res.replicas is not None and res.replicas != res.gpus:
+                problems.append((("resources", "replicas"),
+                                 f"resources.replicas is {res.replicas}, but a cuda run has one replica per GPU "
+                                 f"(resources.gpus: {res.gpus})", "remove resources.replicas, or make it equal gpus"))
+        elif res.replicas is None:
+            problems.append((("resources", "parallel"),
+                             f"a data-parallel run on {self.variant.value} needs resources.replicas (processes)",
+                             "set resources.replicas: 2 (or more)"))
         return problems

@@ -62,6 +62,21 @@ def optimizer_section(recipe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def parallel_section(resources: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """How many replicas train the run and the data-parallel rules (one process: mode none)."""
+    data = resources["parallel"] == "data"
+    replicas = (resources["replicas"] or resources["gpus"] or 1) if data else 1
+    batch, dp = recipe["batch_size"], recipe["data_parallel"]
+    return {
+        "mode": resources["parallel"],
+        "replicas": replicas,
+        "global_batch": batch,
+        "per_replica_batch": dp["per_replica_batch"] or batch // replicas,
+        "lr_scaling": dp["lr_scaling"],
+        "sync_batch_norm": dp["sync_batch_norm"],
+    }
+
+
 def workload_config(run: Run) -> dict[str, Any]:
     """The document the workload reads: everything it needs to do exactly this run."""
     res = run.resolved
@@ -101,4 +116,5 @@ def workload_config(run: Run) -> dict[str, Any]:
             "std": list(std),
         },
         "measurement": dict(res["measurement"]),
+        "parallel": parallel_section(res["resources"], recipe),
     }

@@ -39,23 +39,39 @@ LACKS: dict[str, tuple[Lack, ...]] = {
         Lack("train.compile", True,
              "MXNet has no compiler beyond hybridize, which every MXNet run already uses "
              "(static graphs, memory planned once)", "set compile: false for runs that include mxnet"),
+        Lack("parallel.mode", "data", "the MXNet backend has no data-parallel path (kvstore) in runner",
+             "run mxnet on one device (leave resources.parallel out)"),
+    ),
+    # Data-parallel BatchNorm synchronisation (docs/workload.md "Data-parallel runs").
+    "pytorch": (
+        Lack("parallel.sync_batch_norm", True, "torch.nn.SyncBatchNorm runs on GPUs only",
+             "set recipe.data_parallel.sync_batch_norm: false on CPU (each replica normalises its slice)",
+             variants=("cpu", "ppc64le")),
+    ),
+    "tensorflow": (
+        Lack("parallel.sync_batch_norm", True, "runner's TensorFlow BatchNorm (TorchBatchNorm) does not "
+             "all-reduce its statistics under MirroredStrategy", "set recipe.data_parallel.sync_batch_norm: false"),
     ),
 }
 
 
-def lacks(framework: str, variant: str, train: dict[str, Any]) -> Lack | None:
-    """The first thing `framework` on `variant` cannot do among run.json's `train` section."""
+def lacks(framework: str, variant: str, train: dict[str, Any],
+          parallel: dict[str, Any] | None = None) -> Lack | None:
+    """The first thing `framework` on `variant` cannot do among run.json's `train` and `parallel` sections."""
+    sections = {"train": train, "parallel": parallel or {}}
     for lack in LACKS.get(framework, ()):
-        key = lack.field.split(".", 1)[1]
-        if train.get(key) == lack.value and type(train.get(key)) is type(lack.value) \
+        section, key = lack.field.split(".", 1)
+        value = sections[section].get(key)
+        if value == lack.value and type(value) is type(lack.value) \
                 and (not lack.variants or variant in lack.variants):
             return lack
     return None
 
 
-def check(framework: str, variant: str, train: dict[str, Any], file: Path | str | None = None) -> None:
-    """Raise a SpecError naming the run.json field when `framework` cannot run `train`."""
-    lack = lacks(framework, variant, train)
+def check(framework: str, variant: str, train: dict[str, Any], file: Path | str | None = None,
+          parallel: dict[str, Any] | None = None) -> None:
+    """Raise a SpecError naming the run.json field when `framework` cannot run `train` / `parallel`."""
+    lack = lacks(framework, variant, train, parallel)
     if lack is not None:
         where = f" on {variant}" if lack.variants else ""
         setting = f"{lack.field.split('.', 1)[1]}: {json.dumps(lack.value)}"

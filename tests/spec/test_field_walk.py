@@ -28,6 +28,7 @@ BASE: dict[str, Any] = {
 RMSPROP = {"recipe.optimizer": "rmsprop"}
 RESNET = {"model.name": "resnet50", "model.stem": "cifar"}
 SHA = "ab" * 32
+DP = {"resources.parallel": "data", "resources.replicas": 2}
 
 # spec field -> (spec settings, run.json field, the value expected there in some run)
 REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
@@ -127,6 +128,15 @@ REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
     "measurement.synthetic_compute": ({"measurement.synthetic_compute": True}, "measurement.synthetic_compute",
                                       True),
     "resources.threads": ({"resources.threads": 2}, "train.threads", 2),
+    "resources.parallel": (DP, "parallel.mode", "data"),
+    "resources.replicas": (DP, "parallel.replicas", 2),
+    "recipe.data_parallel.per_replica_batch": ({**DP, "recipe.data_parallel.per_replica_batch": 4},
+                                               "parallel.per_replica_batch", 4),
+    "recipe.data_parallel.lr_scaling": ({**DP, "recipe.data_parallel.lr_scaling": "linear"},
+                                        "parallel.lr_scaling", "linear"),
+    "recipe.data_parallel.sync_batch_norm": ({"variant": "cuda", "resources.gpus": 2, "resources.parallel": "data",
+                                              "recipe.data_parallel.sync_batch_norm": True},
+                                             "parallel.sync_batch_norm", True),
 }
 
 

@@ -24,6 +24,8 @@ SUPPORTED_SCHEMA = 1
 FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
 VARIANTS = ("cpu", "cuda", "ppc64le")
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
+PARALLEL_MODES = ("none", "data")
+LR_SCALING = ("none", "linear")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, which Keras calls) takes < 2**32
 
 _INT = (int,)
@@ -35,7 +37,8 @@ _OPT_NUM = (int, float, type(None))
 class _Reader:
     """Checks one JSON object against a key -> types table; errors name `file` and `prefix.key`."""
 
-    def __init__(self, obj: Any, file: Path, prefix: str, spec: dict[str, tuple[type, ...]]) -> None:
+    def __init__(self, obj: Any, file: Path, prefix: str, spec: dict[str, tuple[type, ...]],
+                 optional: tuple[str, ...] = ()) -> None:
         self.file, self.prefix = file, prefix
         if not isinstance(obj, dict):
             raise SpecError("must be a JSON object", file=file, field=prefix or None)
@@ -43,11 +46,13 @@ class _Reader:
         if unknown:
             raise SpecError(f"unknown key(s) {', '.join(unknown)}", file=file, field=prefix or None,
                             fix=f"expected only: {', '.join(spec)}")
-        missing = [k for k in spec if k not in obj]
+        missing = [k for k in spec if k not in obj and k not in optional]
         if missing:
             raise SpecError(f"missing key(s) {', '.join(missing)}", file=file, field=prefix or None,
                             fix="regenerate run.json with the host's `runner` of the same version")
         for key, types in spec.items():
+            if key not in obj:
+                continue
             value = obj[key]
             # JSON true/false are ints to isinstance(); a bool is only accepted where bool is listed.
             ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
@@ -111,6 +116,36 @@ class MeasureConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """How many replicas train one run, and the data-parallel rules, explicit (docs/workload.md).
+
+    `global_batch` (= train.batch_size) is split evenly: replica r takes slice r of every global
+    batch (`per_replica_batch` images). `lr_scaling: linear` multiplies the recipe's lr by the
+    replica count; `none` uses it as given. `sync_batch_norm`: BatchNorm statistics over the
+    global batch (else each replica normalises over its own slice).
+    """
+
+    mode: str
+    replicas: int
+    global_batch: int
+    per_replica_batch: int
+    lr_scaling: str
+    sync_batch_norm: bool
+
+    @property
+    def data(self) -> bool:
+        return self.mode == "data"
+
+    @property
+    def lr_factor(self) -> float:
+        return float(self.replicas) if self.lr_scaling == "linear" else 1.0
+
+    @classmethod
+    def single(cls, batch_size: int) -> ParallelConfig:
+        return cls("none", 1, batch_size, batch_size, "none", False)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The whole run: the harness's sections parsed, the model/optim/schedule ones kept raw."""
 
@@ -124,6 +159,7 @@ class RunConfig:
     train: TrainConfig
     data: DataConfig
     measurement: MeasureConfig
+    parallel: ParallelConfig
     model: dict[str, Any]
     optimizer: dict[str, Any]
     schedule: dict[str, Any]
@@ -205,13 +241,44 @@ def read_measurement(obj: Any, file: Path) -> MeasureConfig:
     )
 
 
+def read_parallel(obj: Any, file: Path, train: TrainConfig) -> ParallelConfig:
+    """The `parallel` section, checked against the train section it splits."""
+    r = _Reader(obj, file, "parallel", {
+        "mode": (str,), "replicas": _INT, "global_batch": _INT, "per_replica_batch": _INT,
+        "lr_scaling": (str,), "sync_batch_norm": (bool,),
+    })
+    mode, scaling, replicas = r.choice("mode", PARALLEL_MODES), r.choice("lr_scaling", LR_SCALING), r.positive(
+        "replicas")
+    glob, per = r.positive("global_batch"), r.positive("per_replica_batch")
+    if mode == "none":
+        for key, single in (("replicas", 1), ("lr_scaling", "none"), ("sync_batch_norm", False)):
+            if r.get(key) != single:
+                raise SpecError(f"is {json.dumps(r.get(key))}, but the run is not data-parallel", file=file,
+                                field=r.name(key), fix="make the run data-parallel (spec: resources.parallel: data), or leave the field out")
+    if glob != train.batch_size:
+        raise SpecError(f"is {glob}, train.batch_size is {train.batch_size}: the batch size is the global batch",
+                        file=file, field="parallel.global_batch", fix="make them equal")
+    if glob % replicas:
+        raise SpecError(f"the global batch {glob} does not divide evenly among {replicas} replicas", file=file,
+                        field="parallel.global_batch", fix=f"use a multiple of {replicas}")
+    if per != glob // replicas:
+        raise SpecError(f"is {per}, but the global batch {glob} over {replicas} replicas is {glob // replicas} "
+                        "per replica", file=file, field="parallel.per_replica_batch",
+                        fix=f"set it to {glob // replicas}, or leave it out")
+    if mode == "data" and not train.drop_last:
+        raise SpecError("a data-parallel run needs drop_last: every replica takes an equal slice of each "
+                        "global batch", file=file, field="train.drop_last", fix="set drop_last: true")
+    return ParallelConfig(mode, replicas, glob, per, scaling, r.get("sync_batch_norm"))
+
+
 def parse_config(doc: Any, file: Path) -> RunConfig:
     """Validate a run.json document (already decoded); raise SpecError naming the field."""
     r = _Reader(doc, file, "", {
         "schema": _INT, "run_id": (str,), "experiment": (str,), "sweep": (str,), "framework": (str,),
         "variant": (str,), "seed": _INT, "repeat": _INT, "model": (dict,), "optimizer": (dict,),
         "schedule": (dict,), "train": (dict,), "data": (dict,), "measurement": (dict,),
-    })
+        "parallel": (dict,),
+    }, optional=("parallel",))
     if r.get("schema") != SUPPORTED_SCHEMA:
         raise SpecError(f"run.json schema {r.get('schema')} is not supported (this workload reads "
                         f"{SUPPORTED_SCHEMA})", file=file, field="schema",
@@ -224,13 +291,16 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
                         file=file, field="seed")
     framework, variant, train = r.choice("framework", FRAMEWORKS), r.choice("variant", VARIANTS), read_train(
         r.get("train"), file)
-    capabilities.check(framework, variant, r.get("train"), file)  # what this framework lacks
+    # A hand-written run.json may leave `parallel` out: one process (the host always writes it).
+    parallel = read_parallel(doc["parallel"], file, train) if "parallel" in doc else ParallelConfig.single(
+        train.batch_size)
+    capabilities.check(framework, variant, r.get("train"), file, parallel=doc.get("parallel"))
     return RunConfig(
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
         framework=framework, variant=variant,
         seed=r.get("seed"), repeat=r.get("repeat"),
         train=train, data=read_data(r.get("data"), file),
-        measurement=read_measurement(r.get("measurement"), file),
+        measurement=read_measurement(r.get("measurement"), file), parallel=parallel,
         model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
         path=file, doc=doc,
     )
