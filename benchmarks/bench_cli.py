@@ -3,7 +3,7 @@
     runner --help                                   target < 0.5 s
     runner plan experiments/vgg16-cifar100.yaml     target < 0.5 s
     planning a 10,000-run grid (in process)         target < 1 s
-Also checks that neither command imported torch or tensorflow.
+Also checks that neither command imported torch, tensorflow or mxnet.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def best_wall(argv: list[str], n: int = 5) -> float:
 def imports_framework(args: list[str]) -> bool:
     code = ("import sys; from runner.cli.main import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules or 'tensorflow' in sys.modules, file=sys.stderr)")
+            "print(any(m in sys.modules for m in ('torch', 'tensorflow', 'mxnet')), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True)
     return out.stderr.strip().splitlines()[-1] == "True"
 
