@@ -90,20 +90,23 @@ def train_steps(p: dict, arrays: dict) -> dict:
 
 
 def optimizer(p: dict, arrays: dict) -> dict:
-    """The optimizer alone, per variant and dtype: tensors w0_i, gradients g{k}_{i}, lr = cfg.lr *
-    factor_k at step k. Returns `<variant>:<dtype>:w_<i>`."""
+    """The optimizer alone, per variant, dtype and path (`fused`: "auto" or "generic"): tensors
+    w0_i, gradients g{k}_{i}, lr = cfg.lr * factor_k at step k. Returns
+    `<variant>:<dtype>:<path>:w_<i>` and `<variant>:<dtype>:<path>:fused` (whether it ran fused)."""
     n = sum(1 for k in arrays if k.startswith("w0_"))
     out = {}
     for variant, d in p["variants"].items():
         cfg = OptimConfig.from_dict(d)
-        for dtype in p["dtypes"]:
+        for dtype, path in p["cases"]:
             ws = [mx.nd.array(arrays[f"w0_{i}"], dtype=dtype) for i in range(n)]
-            opt = mx_optim.build(cfg)
+            opt = mx_optim.build(cfg, fused=None if path == "auto" else False)
             for k, factor in enumerate(p["lr_factors"]):
                 opt.set_lr(cfg.lr * factor)
                 for i, w in enumerate(ws):
                     opt.update(str(i), w, mx.nd.array(arrays[f"g{k}_{i}"], dtype=dtype))
-            out.update({f"{variant}:{dtype}:w_{i}": w.asnumpy() for i, w in enumerate(ws)})
+            tag = f"{variant}:{dtype}:{path}"
+            out.update({f"{tag}:w_{i}": w.asnumpy() for i, w in enumerate(ws)})
+            out[f"{tag}:fused"] = np.array(opt.uses_fused(ws[0]))
     return out
 
 

@@ -1,11 +1,12 @@
 """The canonical optimizers in MXNet against the numpy definition (`reference.py`), step by step.
 
-The same 16 variants, tensors, gradients (1e-9 .. 1, so epsilon placement matters) and changing
-learning rate as test_optim_parity.py, with its tolerances: float64 within 1e-9 of the step
-size; float32 within 1e-5 of the step size plus 1e-6 of |w| (parameters are rounded to float32
-every step). MXNet runs in `.venv-mxnet` (mxnet_subprocess.py), all variants in one subprocess.
-Two tests show MXNet's OWN SGD and Adam do not compute the canonical update (why mx_optim exists).
-"""
+test_optim_parity.py's 16 variants (plus two that reach the fused SGD-momentum operator's L2
+argument), tensors, gradients (1e-9 .. 1, so epsilon placement matters) and changing learning
+rate, with its tolerances: float64 within 1e-9 of the step size; float32 within 1e-5 of the step
+size plus 1e-6 of |w| (parameters are rounded to float32 every step). Float32 runs both paths
+(the fused MXNet operators, the generic elementwise one), float64 the generic one (MXNet's
+operator arguments are float32). MXNet runs in `.venv-mxnet` (mxnet_subprocess.py), all variants
+in one subprocess. Two tests show MXNet's OWN SGD and Adam do not compute the canonical update."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ from tests.workload.test_optim_parity import (
     run_reference,
 )
 
-DTYPES = ("float64", "float32")
+# test_optim_parity's variants, plus the fused SGD-momentum operator's own L2 argument
+MX_VARIANTS = VARIANTS | {
+    "sgd_momentum_l2": dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.01),
+    "sgd_dampening_l2": dict(name="sgd", lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01),
+}
+# (dtype, path): the fused operators serve float32 SGD and Adam; the generic path everything else
+CASES = (("float64", "auto"), ("float32", "auto"), ("float32", "generic"))
+FUSED = {name for name, d in MX_VARIANTS.items() if d["name"] == "sgd" or (d["name"] == "adam" and not d.get("amsgrad"))}
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +41,25 @@ def mx_results(tmp_path_factory):
     arrays = {f"w0_{i}": w for i, w in enumerate(w0)}
     arrays |= {f"g{k}_{i}": g for k in range(STEPS) for i, g in enumerate(grads[k])}
     return run_job("optimizer", tmp_path_factory.mktemp("mx_optim"),
-                   {"variants": VARIANTS, "dtypes": list(DTYPES), "lr_factors": LR_FACTORS}, arrays)
+                   {"variants": MX_VARIANTS, "cases": [list(c) for c in CASES], "lr_factors": LR_FACTORS}, arrays)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_mx_optimizer_is_canonical(mx_results, variant, dtype):
-    cfg = OptimConfig.from_dict(VARIANTS[variant])
+@pytest.mark.parametrize("dtype, path", CASES)
+@pytest.mark.parametrize("variant", list(MX_VARIANTS))
+def test_mx_optimizer_is_canonical(mx_results, variant, dtype, path):
+    cfg = OptimConfig.from_dict(MX_VARIANTS[variant])
     w0, grads = problem()
-    got = [mx_results[f"{variant}:{dtype}:w_{i}"].astype(np.float64) for i in range(len(w0))]
-    assert got[0].dtype == np.float64 and mx_results[f"{variant}:{dtype}:w_0"].dtype == np.dtype(dtype)
+    tag = f"{variant}:{dtype}:{path}"
+    got = [mx_results[f"{tag}:w_{i}"].astype(np.float64) for i in range(len(w0))]
+    assert mx_results[f"{tag}:w_0"].dtype == np.dtype(dtype)
     assert_matches_reference(got, run_reference(cfg, w0, grads), w0, dtype)
+
+
+def test_float32_sgd_and_adam_run_the_fused_operators(mx_results):
+    # so the float32 'auto' cases above test the fused path, and the others the generic one
+    for variant in MX_VARIANTS:
+        assert bool(mx_results[f"{variant}:float32:auto:fused"]) == (variant in FUSED), variant
+        assert not mx_results[f"{variant}:float32:generic:fused"] and not mx_results[f"{variant}:float64:auto:fused"]
 
 
 def test_a_frozen_parameter_is_left_alone(tmp_path):

@@ -103,19 +103,25 @@ class CanonicalBatchNorm(HybridBlock):
         if self._trace.training and not self.frozen:
             out = F.BatchNorm(x, gamma, beta, running_mean, running_var, eps=eps, momentum=1.0, fix_gamma=False,
                               use_global_stats=False, output_mean_var=True, axis=1)
-            self._trace.stats += [F.BlockGrad(out[1]), F.BlockGrad(out[2])]
+            m = self.layer.momentum
+            inv_std = F.BlockGrad(out[2])
+            var = F.relu(F.reciprocal(F.square(inv_std)) - eps)  # the biased batch variance (>= 0)
+            self._trace.stats += [F.BlockGrad(out[1]) * m, var * m]  # m x each batch statistic
             self._trace.layers.append(self)
             return out[0]
         return F.BatchNorm(x, gamma, beta, running_mean, running_var, eps=eps, momentum=1.0, fix_gamma=False,
                            use_global_stats=True, axis=1)
 
-    def update_running(self, mean: Any, inv_std: Any, n: int) -> None:
-        """PyTorch's update from one training batch of n values per channel (outside autograd)."""
-        m = self.layer.momentum
-        var = mx.nd.maximum(1.0 / mx.nd.square(inv_std) - self.layer.epsilon, 0.0)  # the biased variance
+    def update_running(self, mean_m: Any, var_m: Any, n: int) -> None:
+        """PyTorch's update from one training batch of n values per channel (outside autograd),
+        given m x the batch mean and m x the biased batch variance from the training graph:
+        r <- (1 - m) r + m stat, the variance made unbiased (n / (n - 1)). Five small operators."""
+        keep = 1.0 - self.layer.momentum
         rm, rv = self.running_mean.data(), self.running_var.data()
-        rm[:] = rm * (1.0 - m) + mean.astype(rm.dtype) * m
-        rv[:] = rv * (1.0 - m) + var.astype(rv.dtype) * (m * n / max(n - 1, 1))
+        rm *= keep
+        rm += mean_m.astype(rm.dtype, copy=False)
+        rv *= keep
+        rv += var_m.astype(rv.dtype, copy=False) * (n / max(n - 1, 1))
 
 
 class _Pad(HybridBlock):

@@ -1,0 +1,140 @@
+"""What runner's MXNet model and optimizer cost against stock Gluon, side by side in one run.
+
+    .venv-mxnet/bin/python benchmarks/bench_mx_impl.py [--threads 1] [--batch 32] [--steps 12] [--rounds 3]
+
+(run it with the MXNet interpreter: `just setup` makes `.venv-mxnet`; the repository must be on
+PYTHONPATH, which the script arranges itself). Training steps (forward, loss, backward, update)
+of ResNet-50 with the ImageNet stem at 32x32, 100 classes, CPU, all hybridized with
+static_alloc/static_shape, each timed after `waitall()`. Variants:
+
+- ours: `mx_impl` + `mx_optim` (canonical BatchNorm running statistics, canonical SGD);
+- stock BN: the same network with Gluon's own `nn.BatchNorm` (MXNet's running-statistics rule);
+  the ratio is what the canonical BatchNorm costs;
+- stock optimizer: ours with Gluon's `Trainer` + MXNet's SGD (its own momentum formula); the
+  ratio is what the canonical optimizer costs;
+- model zoo: `gluon.model_zoo.vision.resnet50_v1` (ResNet v1: stride on the first 1x1, so
+  slightly fewer FLOPs than v1.5) with Trainer SGD: implementation quality, target >= 0.95.
+
+The sides alternate (order flipped every round); each figure is the median of per-round ratios
+of median step times (images/s of ours / images/s of the other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
+    sys.path.insert(0, str(REPO))
+
+    import mxnet as mx
+    import numpy as np
+    from mxnet import autograd, gluon
+
+    from runner.workload.models import ModelConfig, build_arch, init_weights, mx_impl
+    from runner.workload.models.arch import BatchNorm2d
+    from runner.workload.optim import OptimConfig, mx_optim
+
+    cfg = ModelConfig(name="resnet50", num_classes=100, stem="imagenet")
+    arch = build_arch(cfg)
+    weights = init_weights(arch, seed=0)
+    opt_cfg = OptimConfig("sgd", 0.1, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = mx.nd.array(rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32))
+    y = mx.nd.array(rng.integers(0, 100, args.batch))
+
+    def ours() -> Any:
+        net = mx_impl.build(arch, weights=weights)
+        net.hybridize(static_alloc=True, static_shape=True)
+        opt = mx_optim.build(opt_cfg)
+        return net, lambda: opt.apply(net.trainable_params())
+
+    def stock_bn() -> Any:
+        original = mx_impl._Builder._leaf
+
+        def leaf(self: Any, layer: Any, path: str) -> Any:
+            if isinstance(layer, BatchNorm2d):  # MXNet's momentum = weight of the old statistic
+                bn = gluon.nn.BatchNorm(momentum=1.0 - layer.momentum, epsilon=layer.epsilon,
+                                        in_channels=layer.num_features)
+                return bn, bn
+            return original(self, layer, path)
+
+        mx_impl._Builder._leaf = leaf
+        try:
+            net = mx_impl.build(arch, weights=weights)
+        finally:
+            mx_impl._Builder._leaf = original
+        net.hybridize(static_alloc=True, static_shape=True)
+        opt = mx_optim.build(opt_cfg)
+        return net, lambda: opt.apply(net.trainable_params())
+
+    def trainer_for(net: Any, params: Any) -> Any:
+        tr = gluon.Trainer(params, "sgd", {"learning_rate": 0.1, "momentum": 0.9, "wd": 5e-4})
+        return lambda: tr.step(1)  # the loss is already a batch mean
+
+    def stock_opt() -> Any:
+        net = mx_impl.build(arch, weights=weights)
+        net.hybridize(static_alloc=True, static_shape=True)
+        return net, trainer_for(net, net.trainable_params())
+
+    def zoo() -> Any:
+        net = gluon.model_zoo.vision.resnet50_v1(classes=100)
+        net.initialize(mx.init.Xavier())
+        net.hybridize(static_alloc=True, static_shape=True)
+        return net, trainer_for(net, net.collect_params())
+
+    def median_step(make: Any) -> float:
+        net, update = make()
+        times = []
+        for i in range(args.steps + 2):
+            mx.nd.waitall()
+            t0 = time.perf_counter()
+            with autograd.record():
+                loss = -mx.nd.pick(mx.nd.log_softmax(net(x)), y).mean()
+            loss.backward()
+            update()
+            loss.asscalar()
+            mx.nd.waitall()
+            if i >= 2:  # the first steps trace and plan memory
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    others = {"stock BN (Gluon BatchNorm)": stock_bn, "stock optimizer (Trainer SGD)": stock_opt,
+              "model zoo resnet50_v1 + Trainer": zoo}
+    ratios: dict[str, list[float]] = {k: [] for k in others}
+    speeds: dict[str, list[float]] = {k: [] for k in ["ours", *others]}
+    for r in range(args.rounds):
+        for name, make in others.items():
+            pair = [("ours", ours), (name, make)]
+            if r % 2:
+                pair.reverse()
+            t = {n: median_step(m) for n, m in pair}
+            ratios[name].append(t[name] / t["ours"])
+            speeds["ours"].append(args.batch / t["ours"])
+            speeds[name].append(args.batch / t[name])
+    print(f"MXNet {mx.__version__}, threads {args.threads}, batch {args.batch}, ResNet-50 imagenet stem 32x32, "
+          f"{args.steps} steps x {args.rounds} rounds")
+    print(f"{'ours':34s} {statistics.median(speeds['ours']):7.1f} img/s")
+    for name in others:
+        print(f"{name:34s} {statistics.median(speeds[name]):7.1f} img/s   ours / it = "
+              f"{statistics.median(ratios[name]):.3f}  (rounds {', '.join(f'{q:.3f}' for q in ratios[name])})")
+
+
+if __name__ == "__main__":
+    main()
