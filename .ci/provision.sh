@@ -38,6 +38,9 @@ if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
 fi
 log "base image local/debian:bookworm $(docker image inspect -f '{{.Id}}' local/debian:bookworm | cut -c1-19)"
 
+log "one-node Slurm cluster (slurm-wlm + munge)"
+bash .ci/slurm-up.sh
+
 if [ -x images/ppc64le/setup-emulation.sh ] && [ "${RUNNER_SKIP_PPC64LE:-0}" != 1 ]; then
   log "ppc64le emulation and base image"
   images/ppc64le/setup-emulation.sh

@@ -48,15 +48,34 @@ def _engine_answers() -> bool:
         return False
 
 
+def _slurm_answers() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# marker -> (does the real thing answer?, what CI should have provisioned, how to provision it here)
+_REAL = {
+    "docker": (_engine_answers, "no Docker engine answers: .ci/provision.sh should have started it",
+               "no Docker engine answers (run .ci/provision.sh as root)"),
+    "slurm": (_slurm_answers, "no Slurm cluster answers: .ci/provision.sh should have started one",
+              "no Slurm cluster answers (run .ci/slurm-up.sh as root)"),
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `docker` need the real engine: skipped without one locally, an error in CI."""
-    if not any(item.get_closest_marker("docker") for item in items):
-        return
-    if _engine_answers():
-        return
-    if os.environ.get("CI") == "true":
-        raise pytest.UsageError("CI=true but no Docker engine answers: .ci/provision.sh should have started it")
-    skip = pytest.mark.skip(reason="no Docker engine answers (run .ci/provision.sh as root)")
-    for item in items:
-        if item.get_closest_marker("docker"):
-            item.add_marker(skip)
+    """Tests marked `docker` or `slurm` need the real thing: skipped without it locally, an error in CI."""
+    for marker, (answers, ci_error, skip_reason) in _REAL.items():
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        if not marked or answers():
+            continue
+        if os.environ.get("CI") == "true":
+            raise pytest.UsageError(f"CI=true but {ci_error}")
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=skip_reason))
