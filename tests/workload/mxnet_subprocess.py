@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.errors import EngineError
 from runner.engine.interpreters import python_for
+from runner.errors import EngineError
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = Path(__file__).with_name("mx_jobs.py")

@@ -1,7 +1,7 @@
 """The canonical optimizers in MXNet against the numpy definition (`reference.py`), step by step.
 
-test_optim_parity.py's 16 variants (plus two that reach the fused SGD-momentum operator's L2
-argument), tensors, gradients (1e-9 .. 1, so epsilon placement matters) and changing learning
+test_optim_parity.py's 16 variants (plus four that reach the fused operators' L2 argument or
+decoupled decay), tensors, gradients (1e-9 .. 1, so epsilon placement matters) and changing learning
 rate, with its tolerances: float64 within 1e-9 of the step size; float32 within 1e-5 of the step
 size plus 1e-6 of |w| (parameters are rounded to float32 every step). Float32 runs both paths
 (the fused MXNet operators, the generic elementwise one), float64 the generic one (MXNet's
@@ -25,14 +25,18 @@ from tests.workload.test_optim_parity import (
     run_reference,
 )
 
-# test_optim_parity's variants, plus the fused SGD-momentum operator's own L2 argument
+# test_optim_parity's variants, plus L2 through the fused SGD-momentum and RMSprop operators' wd
 MX_VARIANTS = VARIANTS | {
     "sgd_momentum_l2": dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.01),
     "sgd_dampening_l2": dict(name="sgd", lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01),
+    "rmsprop_l2": dict(name="rmsprop", lr=1e-3, rho=0.9, weight_decay=0.01),
+    "rmsprop_decoupled": dict(name="rmsprop", lr=1e-3, weight_decay=0.1, weight_decay_mode="decoupled"),
 }
-# (dtype, path): the fused operators serve float32 SGD and Adam; the generic path everything else
+# (dtype, path): the fused operators serve float32 where MXNet has one; the generic path the rest
 CASES = (("float64", "auto"), ("float32", "auto"), ("float32", "generic"))
-FUSED = {name for name, d in MX_VARIANTS.items() if d["name"] == "sgd" or (d["name"] == "adam" and not d.get("amsgrad"))}
+FUSED = {"sgd", "sgd_l2", "sgd_momentum", "sgd_dampening_decoupled", "sgd_nesterov_l2", "sgd_nesterov_decoupled",
+         "sgd_momentum_l2", "sgd_dampening_l2", "adam", "adam_l2", "adamw", "adam_betas_eps", "rmsprop",
+         "rmsprop_keras_values", "rmsprop_l2", "rmsprop_decoupled"}  # not AMSGrad, centered or momentum RMSprop
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def test_mx_optimizer_is_canonical(mx_results, variant, dtype, path):
     assert_matches_reference(got, run_reference(cfg, w0, grads), w0, dtype)
 
 
-def test_float32_sgd_and_adam_run_the_fused_operators(mx_results):
+def test_float32_runs_the_fused_operators_where_they_exist(mx_results):
     # so the float32 'auto' cases above test the fused path, and the others the generic one
     for variant in MX_VARIANTS:
         assert bool(mx_results[f"{variant}:float32:auto:fused"]) == (variant in FUSED), variant

@@ -20,9 +20,12 @@ Two paths compute the canonical update:
   * plain SGD: `sgd_update` (`w <- w - lr (g + wd w)`).
   * Adam (not AMSGrad): `adam_update` with `lr * sqrt(bc2) / bc1` and `epsilon * sqrt(bc2)`:
     `w - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)` rewritten, bias corrections as Python floats.
+  * RMSprop without momentum, not centered: `adam_update` with beta1 0 (its m is then g), beta2
+    rho, and lr and epsilon as given: `w - lr * g / (sqrt(v) + eps)`.
   * decoupled decay: `w *= 1 - lr * wd` first (one pass), then the operator with wd 0.
   MXNet's operator arguments are float32, so this path is float32-exact (not float64-exact).
-- **generic** (float64 parameters, and RMSprop and AMSGrad, which no MXNet operator computes):
+- **generic** (float64 parameters, and centered or momentum RMSprop and AMSGrad, which no MXNet
+  operator computes: MXNet's RMSprop operators put epsilon inside the sqrt):
   `mx.nd` elementwise operators in PyTorch's order (Adam's `m + (1 - beta1)(g - m)` lerp), in
   place where possible. Bias corrections are Python floats, like PyTorch's.
 
@@ -59,7 +62,7 @@ class CanonicalOptimizer:
     def __init__(self, cfg: OptimConfig, fused: bool | None = None) -> None:
         self.cfg = cfg
         self.lr = float(cfg.lr)
-        self.fused = fused is not False and cfg.name != "rmsprop" and not (cfg.name == "adam" and cfg.amsgrad)
+        self.fused = fused is not False and _has_fused(cfg)
         self._state: dict[str, dict[str, Any]] = {}
 
     def set_lr(self, lr: float) -> None:
@@ -119,6 +122,9 @@ class CanonicalOptimizer:
             bc1, bc2_sqrt = 1.0 - c.beta1**t, math.sqrt(1.0 - c.beta2**t)
             nd.adam_update(w, g, s["m"], s["v"], lr=lr * bc2_sqrt / bc1, beta1=c.beta1, beta2=c.beta2,
                            epsilon=c.epsilon * bc2_sqrt, wd=wd, rescale_grad=1.0, out=w)
+        elif c.name == "rmsprop":  # plain RMSprop = Adam with beta1 0 (m = g) and no bias correction
+            nd.adam_update(w, g, s["a"], s["v"], lr=lr, beta1=0.0, beta2=c.rho, epsilon=c.epsilon, wd=wd,
+                           rescale_grad=1.0, out=w)
         else:
             raise ValueError(f"no fused path for {c.name!r}")
 
@@ -168,6 +174,15 @@ class CanonicalOptimizer:
                 w -= (g / avg) * lr
         else:
             raise ValueError(f"unknown optimizer {c.name!r}")
+
+
+def _has_fused(cfg: OptimConfig) -> bool:
+    """Whether MXNet has an operator computing `cfg`'s canonical update (see the module doc)."""
+    if cfg.name == "adam":
+        return not cfg.amsgrad
+    if cfg.name == "rmsprop":
+        return not cfg.centered and cfg.momentum == 0
+    return True
 
 
 def build(cfg: OptimConfig, fused: bool | None = None) -> CanonicalOptimizer:
