@@ -66,8 +66,13 @@ def test_same_model_and_same_start_in_all_three(bundle):
 def test_compare_shows_three_framework_columns(bundle, cli):
     result = cli("compare", str(bundle), "--format", "markdown")
     assert result.code == 0, result.err
-    header = next(line for line in result.out.splitlines() if line.startswith("|"))
-    assert all(fw in header for fw in FRAMEWORKS), header
+    lines = result.out.splitlines()
+    throughput = next(line for line in lines if line.startswith("| batch |"))  # one column per framework
+    assert all(f"{fw} images/s" in throughput for fw in FRAMEWORKS), throughput
+    accuracy = next(line for line in lines if line.startswith("| optimizer |"))
+    assert all(f"{fw} test acc" in accuracy for fw in FRAMEWORKS), accuracy
+    rows = {line.split("|")[1].strip() for line in lines if line.startswith("| ") and "1 ok" in line}
+    assert rows == FRAMEWORKS, rows  # the final-results table: one row per framework, each ok
 
 
 def test_missing_mxnet_image_is_a_failed_row_naming_the_build_command(mxnet_cpu_image, docker_client, tmp_path):
