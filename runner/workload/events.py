@@ -21,7 +21,7 @@ from typing import Any, TextIO
 EVENTS_FILE = "events.jsonl"
 
 EVENT_TYPES = (
-    "run_start", "compile", "step", "epoch", "eval", "target_reached", "latency", "memory", "run_end",
+    "run_start", "compile", "step", "epoch", "eval", "target_reached", "latency", "inference", "memory", "run_end",
 )
 
 

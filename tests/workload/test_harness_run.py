@@ -107,7 +107,7 @@ def test_run_writes_every_event_and_a_result(pair, framework):
     assert code == 0, err
     events = read_events(out / "events.jsonl")
     types = [e["type"] for e in events]
-    assert set(types) == set(EVENT_TYPES)
+    assert set(types) == set(EVENT_TYPES) - {"inference"}  # only with measurement.inference (test_quantize)
     assert types[0] == "run_start" and types[-1] == "run_end"
     assert all(e["run_id"] == f"t-{framework}" and isinstance(e["t"], float) for e in events)
 

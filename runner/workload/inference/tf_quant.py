@@ -1,0 +1,125 @@
+"""TensorFlow's side of the inference comparison (imports tensorflow).
+
+fp32: the trained Keras model in a `tf.function` (`training=False`). fp16 / bf16: the same weights in
+a model built under the Keras mixed policy (`mixed_float16` / `mixed_bfloat16`: float32 variables
+and BatchNorm statistics, float32 in and out), as in mixed-precision training. int8: TFLite
+full-integer post-training quantization (`TFLiteConverter.from_keras_model`, `Optimize.DEFAULT`,
+`TFLITE_BUILTINS_INT8` only, a representative dataset of `Calibration`'s images: the same images
+PyTorch calibrates on), run by the TFLite interpreter. Input and output stay float32 (the quantize /
+dequantize ops are inside the model, as in PyTorch's converted module), so both frameworks take the
+same float inputs and return float logits. Model size: the Keras weights file (`.weights.h5`) for
+fp32 / fp16 / bf16, the `.tflite` flatbuffer for int8.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from runner.workload.inference.protocol import Calibration
+
+_POLICY = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+
+
+def weights_file_bytes(model: Any) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.weights.h5"
+        model.save_weights(path)
+        return path.stat().st_size
+
+
+class KerasInference:
+    def __init__(self, model: Any, device: str, runtime: str) -> None:
+        self.model, self.device, self.runtime = model, device, runtime
+        self.model_format = "Keras .weights.h5, float32 weights"
+        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._size: int | None = None
+
+    def place(self, x: np.ndarray) -> tf.Tensor:
+        with tf.device(self.device):
+            return tf.identity(tf.convert_to_tensor(x))
+
+    def run(self, placed: tf.Tensor) -> None:
+        self._fn(placed)
+
+    def logits(self, placed: tf.Tensor) -> np.ndarray:
+        return np.asarray(self._fn(placed).numpy(), dtype=np.float32)
+
+    def size_bytes(self) -> int:
+        if self._size is None:
+            self._size = weights_file_bytes(self.model)
+        return self._size
+
+
+class TFLiteInference:
+    model_format = "TFLite flatbuffer (.tflite)"
+
+    def __init__(self, flatbuffer: bytes, threads: int) -> None:
+        self.flatbuffer = flatbuffer
+        self.runtime = f"TFLite interpreter int8 ({threads} threads)"
+        self.interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads)
+        self._in = self.interpreter.get_input_details()[0]["index"]
+        self._out = self.interpreter.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] | None = None
+
+    def place(self, x: np.ndarray) -> tuple[int, ...]:
+        if tuple(x.shape) != self._shape:
+            self.interpreter.resize_tensor_input(self._in, list(x.shape))
+            self.interpreter.allocate_tensors()
+            self._shape = tuple(x.shape)
+        self.interpreter.set_tensor(self._in, np.ascontiguousarray(x, dtype=np.float32))
+        return self._shape
+
+    def run(self, placed: Any) -> None:
+        self.interpreter.invoke()
+
+    def logits(self, placed: Any) -> np.ndarray:
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self._out), dtype=np.float32)
+
+    def size_bytes(self) -> int:
+        return len(self.flatbuffer)
+
+
+def quantize_int8(model: Any, calibration: Calibration) -> bytes:
+    """TFLite full-integer quantization of a float32 Keras model; the .tflite flatbuffer."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([b] for b in calibration.batches())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    return converter.convert()
+
+
+def _float32_model(backend: Any) -> Any:
+    """The trained model in float32 (rebuilt from its weights when training ran mixed)."""
+    if backend.cfg.train.precision == "fp32":
+        return backend.model
+    return _rebuild(backend, "float32")
+
+
+def _rebuild(backend: Any, dtype: str) -> Any:
+    from runner.workload.models import tf_impl
+
+    with tf.device(backend.device):
+        return tf_impl.build(backend.model.arch, dtype=dtype, weights=tf_impl.export_weights(backend.model))
+
+
+def make(backend: Any, precision: str, calibration: Calibration | None) -> Any:
+    """The trained model of `backend` (runner.workload.harness.tf_harness) in `precision`."""
+    if precision == "fp32":
+        return KerasInference(_float32_model(backend), backend.device, "tf.function")
+    if precision in ("fp16", "bf16"):
+        return KerasInference(_rebuild(backend, _POLICY[precision]), backend.device,
+                              f"tf.function, Keras policy {_POLICY[precision]}")
+    if precision == "int8":
+        assert calibration is not None
+        threads = backend.cfg.train.threads or os.cpu_count() or 1
+        return TFLiteInference(quantize_int8(_float32_model(backend), calibration), threads)
+    raise ValueError(f"unknown precision {precision!r}")
