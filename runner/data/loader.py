@@ -1,6 +1,8 @@
 """Numpy batches for any framework: (x float32 NHWC, y int64), same order and pixels everywhere.
 
-`BatchIterator` walks one epoch of a prepared split. The train split follows
+`BatchIterator` walks one epoch of a prepared split. With `shard=(r, k)` (a data-parallel
+replica) it yields slice r of k of every batch of the same global order: the k shards of a
+batch, concatenated in rank order, are exactly the unsharded batch. The train split follows
 `plan_epoch(seed, epoch, n, ops)` (shuffled, augmented); the test split uses a fixed order and
 only the deterministic ops (resize), never random augmentation. The last short batch is kept
 unless `drop_last`.
@@ -34,13 +36,17 @@ Batch = tuple[np.ndarray, np.ndarray]
 class BatchIterator:
     def __init__(self, prepared: PreparedDataset, split: str, batch_size: int, seed: int, epoch: int,
                  ops: Sequence[Op], mean: Sequence[float], std: Sequence[float],
-                 drop_last: bool = False, prefetch: int = 0) -> None:
+                 drop_last: bool = False, prefetch: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
         if split not in ("train", "test"):
             raise UsageError(f"unknown split {split!r}", field="split", fix="use 'train' or 'test'")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}", field="batch_size")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise UsageError(f"prefetch must be a non-negative integer, got {prefetch!r}", field="prefetch")
+        rank, replicas = shard
+        if not (isinstance(rank, int) and isinstance(replicas, int) and 0 <= rank < replicas):
+            raise UsageError(f"shard must be (rank, replicas) with 0 <= rank < replicas, got {shard!r}", field="shard")
+        self.shard = (rank, replicas)
         self.x, self.y = prepared.split(split)
         self.split = split
         self.batch_size = batch_size
@@ -60,8 +66,11 @@ class BatchIterator:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _batches(self) -> Iterator[Batch]:
+        rank, replicas = self.shard
         for b in range(len(self)):
-            positions = slice(b * self.batch_size, min((b + 1) * self.batch_size, self.plan.n))
+            start = b * self.batch_size
+            size = min(self.batch_size, self.plan.n - start)  # the GLOBAL batch; this shard takes slice `rank`
+            positions = slice(start + rank * size // replicas, start + (rank + 1) * size // replicas)
             x = apply_batch(self.x, self.plan, positions, self.ops, self.mean, self.std)
             y = np.asarray(self.y[self.plan.order[positions]], dtype=np.int64)
             yield x, y

@@ -7,6 +7,10 @@ and excluded from throughput; the first step's compute time (tracing, graph buil
 torch.compile) is reported separately as `compile`. After every `eval_every_epochs` epochs the
 test split is evaluated; the first evaluation at or above `target_accuracy` gives
 `target_reached`. After training, inference latency is measured per batch size.
+
+Data-parallel PyTorch runs drive one Protocol per replica process: every replica trains on its
+slice of each global batch (the backend all-reduces gradients, loss and correct counts); only the
+leader (rank 0) writes events, evaluates (the others wait at a barrier) and measures latency.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from runner.workload.events import EventWriter
 from runner.workload.harness.backend import Backend
 from runner.workload.harness.batches import Batches
 from runner.workload.harness.config import RunConfig
+from runner.workload.harness.replicas import Replica
 from runner.workload.measure import EpochMeter, Latency, RunMeter, SyncedClock
 
 # Under fp16 loss scaling an overflowing step is skipped, not fatal; this many in a row is.
@@ -51,8 +56,9 @@ class Protocol:
     """Drives one backend through training, evaluation and latency, writing events."""
 
     def __init__(self, backend: Backend, cfg: RunConfig, batches: Batches, events: EventWriter,
-                 lr_at: Callable[[int, int, int], float], run_start: float) -> None:
+                 lr_at: Callable[[int, int, int], float], run_start: float, replica: Replica = Replica()) -> None:
         self.backend, self.cfg, self.batches, self.events = backend, cfg, batches, events
+        self.replica = replica
         self.lr_at = lr_at  # (epoch, step_in_epoch, steps_per_epoch) -> lr
         self.run_start = run_start
         self.clock = SyncedClock(backend.sync)
@@ -83,7 +89,10 @@ class Protocol:
             out.epochs_completed = epoch + 1
             out.last_epoch = self.events.emit("epoch", **meter.summary())
             if self._eval_due(epoch):
-                self.evaluate(epoch)
+                if self.replica.leader:
+                    self.evaluate(epoch)
+                if self.replica.processes > 1:
+                    self.backend.barrier()  # type: ignore[attr-defined] - replicas wait for the leader's eval
             self.events.sync()
         self._emit_compile()  # a run shorter than its warm-up still reports its first step
         return out
@@ -95,7 +104,7 @@ class Protocol:
         if resident is None:
             assert source is not None
             x, y = next(source)
-            batch, images = self.backend.to_device(x, y), int(len(y))
+            batch, images = self.backend.to_device(x, y), int(len(y)) * self.replica.processes  # global
         else:
             batch, images = resident, self.cfg.train.batch_size
         t1 = self.clock.now()
@@ -162,6 +171,8 @@ class Protocol:
     def latency(self) -> list[dict[str, Any]]:
         m = self.cfg.measurement
         warmup = max(m.warmup_steps, LATENCY_WARMUP_MIN)
+        if not self.replica.leader:  # one process measures; the others would compete for the device
+            return self.outcome.latency
         for batch_size in m.latency_batch_sizes:
             x, y = self.batches.random_batch(batch_size)
             batch = self.backend.to_device(x, y)

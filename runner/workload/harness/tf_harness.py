@@ -3,6 +3,13 @@
 Steps always run as `tf.function` graphs (`jit_compile=True` adds XLA when the recipe says
 `compile`). CPU runs hide GPUs from TensorFlow before it is imported (run.make_backend) and
 never call a GPU API; every GPU call sits behind `self.gpu`.
+
+Data parallel (`parallel.mode: data`): one process, `tf.distribute.MirroredStrategy` over
+`replicas` GPUs, or on CPU over as many logical CPU devices (set before TensorFlow's runtime
+starts). Variables are mirrored; each replica takes slice r of the global batch inside the step,
+its loss is its per-example sum over the GLOBAL batch size, and the gradients are summed across
+replicas, then applied once in cross-replica context by the canonical optimizer (every mirror
+gets the same update). Evaluation and latency run on the first replica's variables.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class TFBackend:
         self.gpu = cfg.on_gpu
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
         self.fp16 = cfg.train.precision == "amp_fp16"
+        self.parallel = cfg.parallel if cfg.parallel.data else None
+        self.strategy: Any = None
         self.model: Any = None
         self.opt: Any = None
         self._settings: dict[str, Any] = {}
@@ -50,6 +59,8 @@ class TFBackend:
                 tf.config.experimental.set_memory_growth(gpu, True)
             # fp32 means fp32: TensorFloat-32 off in both frameworks (defaults differ between them).
             tf.config.experimental.enable_tensor_float_32_execution(False)
+        if self.parallel is not None:
+            self._make_strategy()
         keras.utils.set_random_seed(self.cfg.seed)  # Python, numpy and TensorFlow generators
         if t.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -64,6 +75,31 @@ class TFBackend:
         }
         if self.gpu:
             self._settings.update(tf32=False, memory_growth=True)
+        if self.parallel is not None:
+            par = self.parallel
+            self._settings["parallel"] = {
+                "mode": "data", "launcher": None, "wrapper": "tf.distribute.MirroredStrategy",
+                "devices": list(self.strategy.extended.worker_devices),
+                "cross_device_ops": type(self.strategy.extended._cross_device_ops).__name__
+                if getattr(self.strategy.extended, "_cross_device_ops", None) is not None else None,
+                "replicas": par.replicas, "rank": 0, "global_batch": par.global_batch,
+                "per_replica_batch": par.per_replica_batch, "lr_scaling": par.lr_scaling,
+                "lr_factor": par.lr_factor, "sync_batch_norm": par.sync_batch_norm,
+            }
+
+    def _make_strategy(self) -> None:
+        n = self.parallel.replicas
+        if self.gpu:
+            gpus = tf.config.list_logical_devices("GPU")
+            if len(gpus) < n:
+                raise RuntimeError(f"{n} replicas need {n} GPUs, TensorFlow sees {len(gpus)}")
+            devices = [f"/GPU:{i}" for i in range(n)]
+        else:  # CPU data parallel: n logical CPU devices sharing the process's cores
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+            devices = [f"/CPU:{i}" for i in range(n)]
+        self.strategy = tf.distribute.MirroredStrategy(devices)
+        self.device = devices[0]
 
     def info(self) -> dict[str, Any]:
         return framework_info("tensorflow", probe_gpu=self.gpu)
@@ -76,7 +112,7 @@ class TFBackend:
         from runner.workload.models import tf_impl
         from runner.workload.optim import tf_optim
 
-        with tf.device(self.device):
+        with self.strategy.scope() if self.strategy is not None else tf.device(self.device):
             # A mixed policy keeps variables, BatchNorm statistics, inputs and logits in float32.
             self.model = tf_impl.build(arch, dtype=_POLICIES[self.cfg.train.precision], weights=weights)
             self.vars = list(self.model.trainable_variables)
@@ -85,7 +121,8 @@ class TFBackend:
             self.loss_scale = tf.Variable(LOSS_SCALE_INIT, trainable=False, dtype=tf.float32)
             self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
         jit = self.cfg.train.compile
-        self._train = tf.function(self._train_step, jit_compile=jit, reduce_retracing=True)
+        step = self._train_step if self.strategy is None else self._replicated_train_step
+        self._train = tf.function(step, jit_compile=jit, reduce_retracing=True)
         self._eval = tf.function(self._eval_step, jit_compile=jit, reduce_retracing=True)
         self._predict = tf.function(self._predict_step, jit_compile=jit, reduce_retracing=True)
         trainable, total = tf_impl.count_params(self.model)
@@ -118,6 +155,28 @@ class TFBackend:
         else:
             self.opt.apply(grads, self.vars)
         return loss, self._correct(logits, y)
+
+    def _replicated_train_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One data-parallel step: every replica its slice, gradients summed, one update."""
+        per, glob = self.parallel.per_replica_batch, float(self.parallel.global_batch)
+
+        def replica_step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+            r = tf.distribute.get_replica_context().replica_id_in_sync_group
+            xr, yr = x[r * per:(r + 1) * per], y[r * per:(r + 1) * per]  # slice r of the global batch
+            with tf.GradientTape() as tape:
+                logits = self.model(xr, training=True)
+                loss = tf.reduce_sum(self._loss(logits, yr)) / glob  # this replica's share of the mean
+                objective = loss * self.loss_scale if self.fp16 else loss
+            return loss, self._correct(logits, yr), tape.gradient(objective, self.vars)
+
+        loss, correct, grads = self.strategy.run(replica_step, args=(x, y))
+        total = tf.distribute.ReduceOp.SUM
+        grads = [self.strategy.reduce(total, g, axis=None) for g in grads]
+        if self.fp16:
+            self._apply_scaled(grads)
+        else:
+            self.opt.apply(grads, self.vars)
+        return self.strategy.reduce(total, loss, axis=None), self.strategy.reduce(total, correct, axis=None)
 
     def _apply_scaled(self, grads: list[tf.Tensor]) -> None:
         """Dynamic loss scaling as torch.amp.GradScaler does it: unscale; if every gradient is

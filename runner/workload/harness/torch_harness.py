@@ -2,12 +2,20 @@
 
 CPU runs never call a CUDA API: every torch.cuda use sits behind `self.cuda`, which is true only
 for variant "cuda".
+
+Data parallel (`parallel.mode: data`, started by torchrun): one process per replica,
+`torch.distributed` (NCCL on GPUs, gloo on CPU), the model wrapped in DistributedDataParallel
+(gradients averaged over replicas; each replica's loss is the mean over its equal slice, so the
+average is the global batch's gradient). The step's loss and correct count are all-reduced so the
+leader's events describe the global batch.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -17,6 +25,10 @@ import torch.nn.functional as F
 from runner.workload.env_info import framework_info
 from runner.workload.harness.backend import ParamCounts
 from runner.workload.harness.config import RunConfig
+from runner.workload.harness.replicas import Replica, replica_of
+
+# How long a collective (the barrier around the leader's evaluation included) may wait.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 # Dynamic loss scaling under fp16, the same constants in every framework (docs/workload.md).
 LOSS_SCALE_INIT = 2.0**15
@@ -31,10 +43,13 @@ class TorchBackend:
     def __init__(self, cfg: RunConfig, optim_cfg: Any) -> None:
         self.cfg, self.optim_cfg = cfg, optim_cfg
         self.cuda = cfg.on_gpu
-        self.device = torch.device("cuda:0" if self.cuda else "cpu")
+        self.replica: Replica = replica_of(cfg)
+        self.distributed = self.replica.processes > 1
+        self.device = torch.device(f"cuda:{self.replica.local_rank}" if self.cuda else "cpu")
         self.amp_dtype = _AMP_DTYPES.get(cfg.train.precision)
         self.model: Any = None
-        self.step_model: Any = None  # the compiled module, or the model itself
+        self.step_model: Any = None  # the compiled module, or the model itself (DDP-wrapped when distributed)
+        self.eval_model: Any = None
         self.opt: Any = None
         self.scaler: Any = None
         self._settings: dict[str, Any] = {}
@@ -60,8 +75,12 @@ class TorchBackend:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         torch.use_deterministic_algorithms(t.deterministic)
+        if self.distributed:
+            self._init_process_group()
         random.seed(self.cfg.seed)
-        torch.manual_seed(self.cfg.seed)
+        # Initial weights are the canonical numpy draw in every replica; the framework generator
+        # (dropout masks) differs per replica, so replicas do not drop the same units.
+        torch.manual_seed(self.cfg.seed + self.replica.rank)
         self._settings = {
             "device": str(self.device), "precision": t.precision, "deterministic": t.deterministic,
             "execution": "torch.compile(inductor)" if t.compile else "eager",
@@ -72,7 +91,27 @@ class TorchBackend:
         }
         if self.cuda:
             self._settings.update(cudnn_benchmark=not t.deterministic, tf32=False)
+        par = self.cfg.parallel
+        if par.data:
+            self._settings["parallel"] = {
+                "mode": "data", "launcher": "torchrun" if self.distributed else None,
+                "wrapper": "DistributedDataParallel" if self.distributed else None,
+                "backend": (("nccl" if self.cuda else "gloo") if self.distributed else None),
+                "replicas": par.replicas, "rank": self.replica.rank, "global_batch": par.global_batch,
+                "per_replica_batch": par.per_replica_batch, "lr_scaling": par.lr_scaling,
+                "lr_factor": par.lr_factor, "sync_batch_norm": par.sync_batch_norm,
+                "torch_seed": self.cfg.seed + self.replica.rank, "buffers": "rank 0's, broadcast every forward",
+            }
 
+    def _init_process_group(self) -> None:
+        import torch.distributed as dist
+
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT, device_id=self.device)
+        else:
+            dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
+        atexit.register(_destroy_process_group)
     def info(self) -> dict[str, Any]:
         return framework_info("pytorch", probe_gpu=self.cuda)
 
@@ -85,6 +124,8 @@ class TorchBackend:
         from runner.workload.optim import torch_optim
 
         model = torch_impl.build(arch, weights=weights)
+        if self.distributed and self.cfg.parallel.sync_batch_norm:  # cuda only (capabilities.py)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)
         # Frozen layers (arch.frozen) have requires_grad=False from the builder, and their
         # BatchNorm stays in eval mode (keeps its statistics), exactly as tf_impl's does.
@@ -96,7 +137,16 @@ class TorchBackend:
             self.scaler = torch.amp.GradScaler(
                 self.device.type, init_scale=LOSS_SCALE_INIT, growth_factor=2.0, backoff_factor=0.5,
                 growth_interval=LOSS_SCALE_GROWTH_INTERVAL)
-        self.step_model = torch.compile(model) if self.cfg.train.compile else model
+        compile_ = torch.compile if self.cfg.train.compile else (lambda m: m)
+        self.eval_model = compile_(model)
+        self.step_model = self.eval_model
+        # DDP's defaults: rank 0's parameters and buffers broadcast now, its buffers (BatchNorm running
+        # statistics) again before every forward: the running statistics evaluation uses are rank 0's.
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_model = compile_(DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.cuda else None))
         trainable, total = torch_impl.count_params(model)
         return ParamCounts(trainable=trainable, total=total)
 
@@ -140,13 +190,20 @@ class TorchBackend:
             loss.backward()
             self.opt.step()
         correct = (logits.detach().argmax(1) == y).sum()
+        if self.distributed:  # the global batch's mean loss and correct count, for the leader's events
+            import torch.distributed as dist
+
+            stats = torch.stack([loss.detach().double(), correct.double()])
+            dist.all_reduce(stats)
+            total_loss, total_correct = stats.tolist()
+            return total_loss / self.replica.processes, int(round(total_correct))
         return float(loss.item()), int(correct.item())  # .item() waits for the device
 
     def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
         x, y = batch
         self._train_mode(False)
         with torch.inference_mode(), self._autocast():
-            logits = self.step_model(x)
+            logits = self.eval_model(x)
             loss = self._loss(logits, y, "sum")
             correct = (logits.argmax(1) == y).sum()
         return float(loss.item()), int(correct.item())
@@ -154,7 +211,13 @@ class TorchBackend:
     def predict(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         self._train_mode(False)
         with torch.inference_mode(), self._autocast():
-            self.step_model(batch[0])
+            self.eval_model(batch[0])
+
+    def barrier(self) -> None:
+        """Wait for every replica (a data-parallel run's non-leaders wait for the leader's evaluation)."""
+        import torch.distributed as dist
+
+        dist.barrier()
 
     def sync(self) -> None:
         if self.cuda:
@@ -168,3 +231,13 @@ class TorchBackend:
             return True
         text = str(exc)
         return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - the process is exiting; its outcome is already recorded
+        pass
