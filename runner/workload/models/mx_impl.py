@@ -74,6 +74,7 @@ class _Trace:
         self.training = False
         self.stats: list[Any] = []
         self.layers: list[CanonicalBatchNorm] = []
+        self.train_order: list[CanonicalBatchNorm] = []  # the layers behind the training graph's outputs
 
 
 class CanonicalBatchNorm(HybridBlock):
@@ -250,7 +251,7 @@ class _Graph(HybridBlock):
             x = self._children[name](x)
         if not self._training:
             return x
-        self.order = list(self._trace.layers)  # the BatchNorm layers behind the extra outputs
+        self._trace.train_order = list(self._trace.layers)  # (not a Block attribute: Gluon warns on lists)
         return (x, *self._trace.stats) if self._trace.stats else x
 
 
@@ -264,7 +265,7 @@ class Network(HybridBlock):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         self.arch = arch
-        trace_ = _Trace()
+        trace_ = self._trace = _Trace()
         builder = _Builder(arch, trace_)
         layers = [(layer.name, builder.block(layer, layer.name)) for layer in arch.layers]
         self.train_graph = _Graph(layers, trace_, training=True)
@@ -291,7 +292,7 @@ class Network(HybridBlock):
         logits, stats = out[0], out[1:]
         batch = x.shape[0]
         with autograd.pause():
-            for i, bn in enumerate(self.train_graph.order):
+            for i, bn in enumerate(self._trace.train_order):
                 bn.update_running(stats[2 * i], stats[2 * i + 1], batch * self._bn_spatial[id(bn)])
         return logits
 
