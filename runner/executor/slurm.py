@@ -59,6 +59,14 @@ class _Submitted:
 
     task_id: str
     slurm_log: Path
+    array_size: int = 1
+
+    def find(self, rows: dict[str, QueueRow]) -> QueueRow | None:
+        """This task's row; squeue names the one task of a one-task array by the array's id alone."""
+        row = rows.get(self.task_id)
+        if row is None and self.array_size == 1:
+            row = rows.get(self.task_id.split("_")[0])
+        return row
 
 
 class SlurmJob:
@@ -284,7 +292,7 @@ class SlurmExecutor:
                 j.refused = f"sbatch refused the job array: {e.message}"
             return
         for i, j in enumerate(jobs):
-            j.submitted = _Submitted(f"{job_id}_{i}", work / f"slurm-{job_id}_{i}.log")
+            j.submitted = _Submitted(f"{job_id}_{i}", work / f"slurm-{job_id}_{i}.log", len(jobs))
             self._live.append(j)
 
     def follow(self, force: bool = False) -> None:
@@ -307,7 +315,7 @@ class SlurmExecutor:
         rows = self.cli.queue(array_job_ids(j.submitted.task_id for j in live))
         missing = []
         for j in live:
-            row = rows.get(j.submitted.task_id)
+            row = j.submitted.find(rows)
             if row is not None:
                 j.row, j.missing_since = row, None
             else:
@@ -316,12 +324,16 @@ class SlurmExecutor:
             acc = self.cli.accounting(array_job_ids(j.submitted.task_id for j in missing))
             self._accounting = acc is not None
             for j in list(missing):
-                row = (acc or {}).get(j.submitted.task_id)
+                row = j.submitted.find(acc or {})
                 if row is not None and row.final:
                     j.row, j.missing_since = row, None
                     missing.remove(j)
         now = time.monotonic()
         for j in missing:
+            if j.cancel_reason is not None and not (j.row is not None and j.row.state == "RUNNING"):
+                # a pending task we cancelled leaves no record of its own (Slurm drops it from the array)
+                j.row = QueueRow(j.submitted.task_id, "CANCELLED", "cancelled while pending", "")
+                continue
             if (j.run_dir / OUTCOME_FILE).exists():  # purged (MinJobAge) after it wrote its outcome
                 j.row = QueueRow(j.submitted.task_id, UNKNOWN, "no longer in squeue or sacct",
                                  j.row.node if j.row else "")
