@@ -41,10 +41,19 @@ class DatasetName(StrEnum):
 class SynthName(StrEnum):
     cifar10 = "cifar10"
     cifar100 = "cifar100"
+    imagenet = "imagenet"
 
 
-SourcePath = Annotated[Path, typer.Argument(help="A CIFAR archive (.tar.gz), its extracted folder, or a "
-                                                 "folder holding one.")]
+class PrepareSize(StrEnum):
+    s160 = "160"
+    s224 = "224"
+
+
+MANIFEST_CACHE = Path(".cache/runner/manifests")  # `runner reproduce --cache`'s default + /manifests
+
+
+SourcePath = Annotated[Path, typer.Argument(help="A CIFAR archive (.tar.gz), its extracted folder, a "
+                                                 "folder holding one, or an ImageNet folder (train/, val/).")]
 NameOpt = Annotated[DatasetName | None, typer.Option("--name", help="Dataset, when it cannot be detected.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -92,12 +101,15 @@ def fetch(
 
 
 @app.command()
-def verify(path: SourcePath, name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def verify(path: SourcePath, name: NameOpt = None, as_json: JsonOpt = False,
+           full: Annotated[bool, typer.Option("--full", help="ImageNet: hash every file again, ignoring the "
+                                                            "manifest cache (size, mtime, inode).")] = False) -> None:
     """Check a dataset against its checksums and print its root hash (what specs pin).
 
-    PATH may be an archive, a CIFAR folder, or a prepared folder (meta.json): every file's
-    sha256 is checked. Exit 1 if it exists but fails; 2 if it is refused as unsafe (a FIFO,
-    device or link, a compression bomb) or is no dataset.
+    PATH may be an archive, a CIFAR folder, an ImageNet folder or a prepared folder (meta.json):
+    every file's sha256 is checked (ImageNet: unchanged files from the manifest cache unless
+    --full). Exit 1 if it exists but fails; 2 if it is refused as unsafe (a FIFO, device or
+    link, a compression bomb) or is no dataset.
     """
     from runner.data.prepared import META, load_prepared
     from runner.data.sources import open_source
@@ -120,32 +132,66 @@ def verify(path: SourcePath, name: NameOpt = None, as_json: JsonOpt = False) -> 
             out.print(f"root sha256 {root}")
             return
         reader = open_source(path, name.value if name else None)
+        if reader.name == "imagenet":
+            reader.cache_dir = None if full else MANIFEST_CACHE  # type: ignore[attr-defined]
         record = reader.verify()
+        skipped = reader.index().skipped if reader.name == "imagenet" else ()  # type: ignore[attr-defined]
     except DatasetRefused:
         raise  # unsafe or implausible input (a FIFO, a link, a bomb): bad input, exit 2
     except DatasetError as exc:
         raise CheckFailed(exc.message, file=exc.file, field=exc.field, line=exc.line, fix=exc.fix) from None
     if as_json:
-        typer.echo(json.dumps({"dataset": reader.name, **record.to_json()}, indent=2))
+        extra = {"skipped": [k.to_json() for k in skipped]} if reader.name == "imagenet" else {}
+        typer.echo(json.dumps({"dataset": reader.name, **record.to_json(), **extra}, indent=2))
         return
     out = _console()
     out.print(f"[green]ok[/] {reader.name}")
     for line in _source_lines(record):
         out.print(line)
+    for k in skipped:
+        out.print(f"skipped {k.path}: {k.reason}", markup=False)
 
 
 @app.command()
 def synth(
-    like: Annotated[SynthName, typer.Option("--like", help="Official layout to imitate.")],
     out: Annotated[Path, typer.Option("--out", help="New folder to write (must not exist or be empty).")],
-    train: Annotated[int | None, typer.Option("--train", min=1, help="Training images (default: official "
+    dataset: Annotated[SynthName | None, typer.Argument(help="Dataset to imitate (same as --like).")] = None,
+    like: Annotated[SynthName | None, typer.Option("--like", help="Official layout to imitate.")] = None,
+    train: Annotated[int | None, typer.Option("--train", min=1, help="CIFAR: training images (default: official "
                                                                      "count, 50000).")] = None,
-    test: Annotated[int | None, typer.Option("--test", min=1, help="Test images (default 10000).")] = None,
+    test: Annotated[int | None, typer.Option("--test", min=1, help="CIFAR: test images (default 10000).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Generator seed.")] = 0,
+    classes: Annotated[int | None, typer.Option("--classes", min=1, help="ImageNet: class folders (default 10).")] = None,
+    per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="ImageNet: training images per "
+                                                                           "class (default 50).")] = None,
+    val_per_class: Annotated[int | None, typer.Option("--val-per-class", min=0, help="ImageNet: val images per "
+                                                                                   "class (default 10).")] = None,
+    side: Annotated[int | None, typer.Option("--side", min=16, help="ImageNet: mean image side in pixels "
+                                                                   "(default 96).")] = None,
+    flat_val: Annotated[bool, typer.Option("--flat-val", help="ImageNet: val/ flat with LOC_val_solution.csv "
+                                                              "instead of class folders.")] = False,
 ) -> None:
-    """Write learnable synthetic data in the exact official layout (folder, archive, checksum)."""
+    """Write learnable synthetic data in the exact official layout (CIFAR: folder, archive, checksum;
+    ImageNet: train/<wnid>/*.JPEG and val/)."""
+    if (dataset is None) == (like is None):
+        raise UsageError("name the dataset once: `runner data synth imagenet ...` or `--like cifar10`",
+                         field="DATASET", fix="give DATASET or --like, not both")
+    kind = dataset or like
+    assert kind is not None
+    imagenet_flags = {"--classes": classes, "--per-class": per_class, "--val-per-class": val_per_class,
+                      "--side": side, "--flat-val": flat_val or None}
+    if kind is SynthName.imagenet:
+        if train is not None or test is not None:
+            raise UsageError("--train/--test are CIFAR flags", field="--train",
+                             fix="use --classes and --per-class (and --val-per-class) for ImageNet")
+        _synth_imagenet(out, classes, per_class, val_per_class, side, seed, flat_val)
+        return
+    given = [k for k, v in imagenet_flags.items() if v is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} apply to imagenet only", field=given[0], fix="use --train/--test")
     from runner.data.synth import write_synthetic
 
+    like = kind
     result = write_synthetic(like.value, out, train=train, test=test, seed=seed)
     out_ = _console()
     out_.print(f"[green]ok[/] synthetic {like.value}: {result.counts[0]} train / {result.counts[1]} test "
@@ -154,21 +200,42 @@ def synth(
     out_.print(f"archive {result.archive.name}  sha256 {result.archive_sha256}")
 
 
+def _synth_imagenet(out: Path, classes: int | None, per_class: int | None, val_per_class: int | None,
+                    side: int | None, seed: int, flat_val: bool) -> None:
+    from runner.data.synth_imagenet import write_synthetic_imagenet
+
+    r = write_synthetic_imagenet(out, classes=10 if classes is None else classes,
+                                 per_class=50 if per_class is None else per_class,
+                                 val_per_class=10 if val_per_class is None else val_per_class,
+                                 side=96 if side is None else side, seed=seed, flat_val=flat_val)
+    out_ = _console()
+    out_.print(f"[green]ok[/] synthetic imagenet: {r.classes} classes, {r.train} train / {r.val} val JPEGs "
+               f"(seed {seed}) in {r.out}")
+    out_.print(f"root sha256 {r.root_sha256}")
+
+
 @app.command()
 def prepare(
     path: SourcePath,
     out: Annotated[Path, typer.Option("--out", help="New folder for the prepared .npy form.")],
     name: NameOpt = None,
+    size: Annotated[PrepareSize | None, typer.Option("--size", help="ImageNet: decode every image once to this "
+                                                                    "side (pre-decoded shards; default 224).")] = None,
 ) -> None:
-    """Verify, decode safely and write the prepared form (train_x.npy, ..., meta.json) atomically."""
+    """Verify, decode safely and write the prepared form (train_x.npy, ..., meta.json) atomically.
+
+    The source is only read (a read-only dataset stays untouched); OUT is a new folder.
+    """
     from runner.data.prepared import prepare as do_prepare
 
-    prepared = do_prepare(path, out, name.value if name else None)
+    prepared = do_prepare(path, out, name.value if name else None, size=int(size.value) if size else None)
     out_ = _console()
     out_.print("[green]ok[/] " + _prepared_lines(prepared)[0])
     for line in _prepared_lines(prepared)[1:]:
         out_.print(line)
     out_.print("source: " + "; ".join(_source_lines_plain(prepared.meta["source"])))
+    for k in prepared.meta.get("skipped", []):
+        out_.print(f"skipped {k['path']}: {k['reason']}", markup=False)
 
 
 def _source_lines_plain(source: dict) -> list[str]:

@@ -11,6 +11,9 @@
    * horizontal_flip {"p": q (default 0.5)}: flip = `rng.random(n) < q`;
    * brightness {"max_delta": d (default 0.2)}: factor = `rng.uniform(1 - d, 1 + d, size=n)`; pixel values (on
      the 0..255 scale) are multiplied by the factor and clipped to [0, 255];
+   * random_resized_crop {"size": s (224), "scale": [0.08, 1], "ratio": [3/4, 4/3]}: uniforms
+     `rng.random((n, 10, 4))` (per attempt: area, log-ratio, top, left), turned into a box by
+     `decode.rrc_box` once the image's size is known (ImageNet-format data only: image_loader.py);
    * resize {"size": s, "method": "bilinear" | "nearest"}: no decisions (deterministic).
 
 Decisions are indexed by *position in the epoch*: position i shows image order[i] with the i-th
@@ -41,7 +44,7 @@ import numpy as np
 
 from runner.errors import SpecError
 
-RANDOM_OPS = ("random_crop", "horizontal_flip", "brightness")
+RANDOM_OPS = ("random_crop", "horizontal_flip", "brightness", "random_resized_crop")
 DETERMINISTIC_OPS = ("resize",)
 
 Op = dict[str, Any]
@@ -57,6 +60,16 @@ def _number(op: Op, i: int, key: str, default: float | None, lo: float, hi: floa
         kind = "an integer" if integer else "a number"
         raise SpecError(f"{key} must be {kind} in [{lo}, {hi}], got {value!r}", field=f"ops[{i}].{key}")
     return int(value) if integer else float(value)
+
+
+def _pair(op: Op, i: int, key: str, default: tuple[float, float], hi: float) -> list[float]:
+    value = op.get(key, list(default))
+    ok = (isinstance(value, list | tuple) and len(value) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+    if not ok or not (0 < value[0] <= value[1] <= hi):
+        raise SpecError(f"{key} must be [low, high] with 0 < low <= high <= {hi:g}, got {value!r}",
+                        field=f"ops[{i}].{key}")
+    return [float(value[0]), float(value[1])]
 
 
 def normalize_ops(ops: Sequence[Op]) -> tuple[Op, ...]:
@@ -77,6 +90,11 @@ def normalize_ops(ops: Sequence[Op]) -> tuple[Op, ...]:
         elif name == "brightness":
             allowed = {"op", "max_delta"}
             norm = {"op": name, "max_delta": _number(op, i, "max_delta", 0.2, 0.0, 1.0)}
+        elif name == "random_resized_crop":
+            allowed = {"op", "size", "scale", "ratio"}
+            norm = {"op": name, "size": _number(op, i, "size", 224, 1, 4096, integer=True),
+                    "scale": _pair(op, i, "scale", (0.08, 1.0), 1.0),
+                    "ratio": _pair(op, i, "ratio", (3 / 4, 4 / 3), 100.0)}
         elif name == "resize":
             allowed = {"op", "size", "method"}
             method = op.get("method", "bilinear")
@@ -92,6 +110,14 @@ def normalize_ops(ops: Sequence[Op]) -> tuple[Op, ...]:
             raise SpecError(f"unknown key(s) {', '.join(map(str, extra))} for {name}", field=f"ops[{i}]")
         out.append(norm)
     return tuple(out)
+
+
+def output_side(side: int, ops: Sequence[Op]) -> int:
+    """The image side after the ops: the last resize or random_resized_crop sets it."""
+    for op in normalize_ops(ops):
+        if op["op"] in ("resize", "random_resized_crop"):
+            side = int(op["size"])
+    return side
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,8 @@ def plan_epoch(seed: int, epoch: int, n: int, ops: Sequence[Op]) -> EpochPlan:
             decisions.append(rng.random(n) < op["p"])
         elif op["op"] == "brightness":
             decisions.append(rng.uniform(1.0 - op["max_delta"], 1.0 + op["max_delta"], size=n))
+        elif op["op"] == "random_resized_crop":  # 10 attempts x (area, log-ratio, top, left) uniforms
+            decisions.append(rng.random((n, 10, 4)))
         else:
             decisions.append(None)
     return EpochPlan(seed=int(seed), epoch=int(epoch), n=int(n), ops=norm, order=order,
@@ -222,6 +250,9 @@ def apply_batch(x_uint8_nhwc: np.ndarray, plan: EpochPlan, index_slice: slice | 
     if mean_a.shape != (channels,) or std_a.shape != (channels,) or not (std_a > 0).all():
         raise SpecError(f"mean and std need {channels} values each, std > 0", field="mean/std")
 
+    if any(op["op"] == "random_resized_crop" for op in plan.ops):
+        raise SpecError("random_resized_crop works on ImageNet-format data (runner.data.image_loader)",
+                        field="ops", fix="use random_crop on fixed-size (CIFAR) images")
     idx = plan.order[index_slice]
     x = np.asarray(x_uint8_nhwc[idx])  # fancy indexing copies, also from a read-only memmap
     for op, dec in zip(plan.ops, plan.decisions, strict=True):

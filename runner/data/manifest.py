@@ -30,8 +30,15 @@ MAX_MANIFEST_BYTES = 1 << 20  # a line per file: thousands of files fit
 Manifest = dict[str, tuple[int, str]]
 
 
-def dataset_manifest(path: str | Path, exclude: frozenset[str] = frozenset()) -> tuple[Manifest, str]:
-    """(relpath -> (size, sha256), root hash) for a folder, or for a single file (its name)."""
+def dataset_manifest(path: str | Path, exclude: frozenset[str] = frozenset(), *,
+                     cache_dir: Path | None = None, workers: int | None = None) -> tuple[Manifest, str]:
+    """(relpath -> (size, sha256), root hash) for a folder, or for a single file (its name).
+
+    Files are hashed by a thread pool (`workers`, default min(8, CPUs); hashlib and file reads
+    release the GIL). With `cache_dir`, a file whose (size, mtime_ns, inode) equal the ones
+    recorded there by an earlier call is not read again (`manifest_cache.py`); pass None
+    (`runner data verify --full`) to hash every byte.
+    """
     root = Path(path)
     if not root.exists():
         raise DatasetError("does not exist", file=root)
@@ -40,11 +47,10 @@ def dataset_manifest(path: str | Path, exclude: frozenset[str] = frozenset()) ->
         return _finish({root.name: _hash_file(root)})
     if not root.is_dir():
         raise DatasetError("is neither a file nor a folder", file=root)
-    entries: Manifest = {}
-    for rel, full in _walk(root, root, ""):
-        if rel not in exclude:
-            entries[rel] = _hash_file(full)
-    return _finish(entries)
+    from runner.data.manifest_cache import hash_all
+
+    listed = [(rel, full, st) for rel, full, st in _walk_stat(root, root, "") if rel not in exclude]
+    return _finish(hash_all(root, listed, _hash_file, cache_dir=cache_dir, workers=workers))
 
 
 def list_files(path: str | Path) -> list[str]:
@@ -67,6 +73,12 @@ def _finish(entries: Manifest) -> tuple[Manifest, str]:
 
 
 def _walk(root: Path, folder: Path, prefix: str):
+    for rel, full, _ in _walk_stat(root, folder, prefix):
+        yield rel, full
+
+
+def _walk_stat(root: Path, folder: Path, prefix: str):
+    """(relpath, path, lstat result) of every regular file, sorted; links and special files refused."""
     try:
         children = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
@@ -81,11 +93,12 @@ def _walk(root: Path, folder: Path, prefix: str):
             what = "a symlink pointing inside the folder" if inside else "a symlink escaping the folder"
             raise DatasetRefused(f"is {what}; symlinks are refused in datasets", file=full,
                                fix="replace the link with a copy of the file")
-        mode = entry.stat(follow_symlinks=False).st_mode
+        st = entry.stat(follow_symlinks=False)
+        mode = st.st_mode
         if stat.S_ISDIR(mode):
-            yield from _walk(root, full, rel + "/")
+            yield from _walk_stat(root, full, rel + "/")
         elif stat.S_ISREG(mode):
-            yield rel, full
+            yield rel, full, st
         else:
             raise DatasetRefused(f"is {special_kind(mode)}, not a regular file or folder", file=full,
                                  fix="a dataset folder holds plain files only")

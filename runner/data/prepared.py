@@ -76,9 +76,21 @@ class PreparedDataset:
         raise DatasetError(f"unknown split {split!r}", field="split", fix="use 'train' or 'test'")
 
 
-def prepare(source_path: str | Path, out_dir: str | Path, name: str | None = None) -> PreparedDataset:
-    """Verify and decode a source, then write the prepared folder atomically; return it loaded."""
-    raw = open_source(source_path, name).read()
+def prepare(source_path: str | Path, out_dir: str | Path, name: str | None = None,
+            size: int | None = None) -> PreparedDataset:
+    """Verify and decode a source, then write the prepared folder atomically; return it loaded.
+
+    `size`: the side ImageNet images are decoded to (160 or 224; default 224); CIFAR has none.
+    """
+    reader = open_source(source_path, name)
+    if size is not None:
+        from runner.data.imagenet import ImagenetReader
+
+        if not isinstance(reader, ImagenetReader):
+            raise DatasetError(f"--size applies to ImageNet folders, not {reader.name}", field="--size",
+                               fix="drop --size (CIFAR images keep their 32 x 32)")
+        reader.size = size
+    raw = reader.read()
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as tmp:
         write_prepared(raw, tmp)
@@ -116,6 +128,7 @@ def write_prepared(raw: RawDataset, folder: Path) -> dict[str, Any]:
         "train_channel_std": std,
         "source": raw.source.to_json(),
         "files": files,
+        **raw.extra,
     }
     write_bytes_durable(folder / META, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return meta

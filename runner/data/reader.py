@@ -56,6 +56,7 @@ class RawDataset:
     coarse_classes: tuple[str, ...] | None = None  # CIFAR-100 superclasses
     train_y_coarse: np.ndarray | None = None
     test_y_coarse: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more meta.json facts (ImageNet: decode, skipped)
 
 
 @runtime_checkable

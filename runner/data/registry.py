@@ -1,7 +1,8 @@
 """The datasets `runner` knows, by name: reader, class count, input size, normalisation.
 
 An explicit dict, not discovery. `reader` is None for a dataset whose reader is not written
-yet (ImageNet): naming it gives a clear "not supported yet" DatasetError.
+yet: naming it gives a clear "not supported yet" DatasetError. ImageNet folders are read by
+`imagenet.ImagenetReader` (decoding needs Pillow, imported only when images are decoded).
 
 Mean/std are per-channel, on pixel values scaled to [0, 1]:
 * CIFAR-10 / CIFAR-100: the per-channel mean and standard deviation of the 50,000 official
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.data.cifar import CIFAR10, CIFAR100, CifarLayout, CifarReader
+from runner.data.imagenet import ImagenetReader
 from runner.data.reader import DatasetReader
 from runner.errors import DatasetError
 
@@ -39,7 +41,7 @@ class DatasetInfo:
     def open(self, path: str | Path) -> DatasetReader:
         if self.reader is None:
             raise DatasetError(f"{self.name} datasets are not supported yet", file=path,
-                               fix="use cifar10 or cifar100 (an ImageNet reader is planned)")
+                               fix=f"use one of: {', '.join(n for n, i in REGISTRY.items() if i.supported)}")
         return self.reader(Path(path))
 
 
@@ -61,7 +63,7 @@ REGISTRY: dict[str, DatasetInfo] = {
     "imagenet": DatasetInfo(
         name="imagenet", num_classes=1000, input_size=224,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        homepage="https://www.image-net.org/", reader=None,
+        homepage="https://www.image-net.org/", reader=ImagenetReader,
     ),
 }
 

@@ -6,23 +6,20 @@ Accepted paths:
   same files);
 * a parent folder holding exactly one such folder (e.g. the output of `runner data synth`),
   or, with no folder, exactly one official archive name;
-* an ImageNet-style folder (train/<wnid>/..., val/): recognised, then refused as not supported yet.
+* an ImageNet folder in the ILSVRC-2012 layout (train/<wnid>/..., val/): `imagenet.ImagenetReader`.
 """
 
 from __future__ import annotations
 
-import re
 import stat
 from pathlib import Path
 
 from runner.data.cifar import LAYOUTS, CifarLayout
 from runner.data.files import file_digests, special_kind
+from runner.data.imagenet import looks_like_imagenet
 from runner.data.reader import DatasetReader
 from runner.data.registry import get_dataset
 from runner.errors import DatasetError, DatasetRefused
-
-_WNID = re.compile(r"n\d{8}")
-
 
 def open_source(path: str | Path, name: str | None = None) -> DatasetReader:
     """A reader for `path`; `name` (a registry key) forces the dataset instead of detecting it."""
@@ -43,8 +40,8 @@ def open_source(path: str | Path, name: str | None = None) -> DatasetReader:
         return info.open(path)
     if path.is_file():
         return get_dataset(_archive_dataset(path).name).open(path)
-    if _looks_like_imagenet(path):
-        return get_dataset("imagenet").open(path)  # raises "not supported yet"
+    if looks_like_imagenet(path):
+        return get_dataset("imagenet").open(path)
     for layout in LAYOUTS.values():
         if all((path / rel).exists() or (path / rel).is_symlink() for rel in layout.required_files):
             return get_dataset(layout.name).open(path)
@@ -81,10 +78,3 @@ def _pick_in_parent(path: Path, layouts: list[CifarLayout]) -> Path | None:
     if len(archives) > 1:
         raise DatasetError("holds more than one dataset archive", file=path, fix="pass the archive itself")
     return None
-
-
-def _looks_like_imagenet(path: Path) -> bool:
-    train = path / "train"
-    if not (train.is_dir() and (path / "val").is_dir()):
-        return False
-    return any(_WNID.fullmatch(p.name) and p.is_dir() for p in train.iterdir())

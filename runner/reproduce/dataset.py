@@ -12,6 +12,7 @@ the first (at most CACHE_WAIT_S) and then reuses its entry, and an entry is neve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -40,8 +41,10 @@ class ResolvedDataset:
         from runner.data.manifest import dataset_manifest
 
         entries, root = dataset_manifest(self.prepared)
+        meta = json.loads((self.prepared / "meta.json").read_bytes())
+        decoded = {"decode": meta["decode"], "skipped": meta.get("skipped", [])} if "decode" in meta else {}
         return {"name": self.name, "synthetic": self.synthetic, "source_root_sha256": self.source_root_hash,
-                "prepared_root_sha256": root,
+                "prepared_root_sha256": root, **decoded,
                 "prepared_files": {rel: {"size": size, "sha256": sha} for rel, (size, sha) in entries.items()}}
 
 
@@ -88,11 +91,32 @@ def _cached(folder: Path, check: Callable[[Path], T]) -> T:
                            fix=f"remove {folder} and run again (runner recreates it)") from None
 
 
+IMAGENET_PREPARED_SIZE = 224  # ImageNet shards: the side images are pre-decoded to (train: RRC from it)
+SYNTHETIC_IMAGENET_SIDE = 128  # mean side of synthetic ImageNet JPEGs a spec generates
+
+
+def _synthetic_imagenet(ds: Dataset, cache: Path) -> Path:
+    from runner.data.synth_imagenet import GENERATOR_VERSION, write_synthetic_imagenet
+
+    syn = ds.synthetic
+    assert syn is not None
+    k = ds.own_classes
+    folder = (cache / "synthetic" / f"imagenet-{k}x{syn.train_size // k}-{syn.test_size // k}-{syn.seed}"
+              f"-s{SYNTHETIC_IMAGENET_SIDE}-g{GENERATOR_VERSION}")
+    with cache_entry(folder):
+        if not folder.exists():
+            write_synthetic_imagenet(folder, classes=k, per_class=syn.train_size // k,
+                                     val_per_class=syn.test_size // k, side=SYNTHETIC_IMAGENET_SIDE, seed=syn.seed)
+    return folder
+
+
 def _synthetic_source(ds: Dataset, cache: Path) -> Path:
     from runner.data.synth import GENERATOR_VERSION, write_synthetic
 
     syn = ds.synthetic
     assert syn is not None
+    if ds.name.value == "imagenet":
+        return _synthetic_imagenet(ds, cache)
     folder = cache / "synthetic" / f"{ds.name.value}-{syn.train_size}-{syn.test_size}-{syn.seed}-g{GENERATOR_VERSION}"
     with cache_entry(folder):
         if not folder.exists():
@@ -118,6 +142,9 @@ def resolve_dataset(ds: Dataset, data_root: Path, cache: Path, spec_path: Path) 
     synthetic = ds.synthetic is not None
     source = _synthetic_source(ds, cache) if synthetic else _source_path(ds, data_root, spec_path)
     reader = open_source(source, ds.name.value)
+    imagenet = ds.name.value == "imagenet"
+    if imagenet:  # a million files: hashed in parallel, unchanged files taken from the manifest cache
+        reader.cache_dir = cache / "manifests"  # type: ignore[attr-defined]
     # checksums BEFORE anything is unpickled
     record = _cached(source, lambda _: reader.verify()) if synthetic else reader.verify()
     root_hash = record.root_sha256
@@ -125,11 +152,13 @@ def resolve_dataset(ds: Dataset, data_root: Path, cache: Path, spec_path: Path) 
         raise DatasetError(f"dataset root hash is {root_hash}, the spec pins {ds.sha256}", file=spec_path,
                            field="dataset.sha256",
                            fix="use the dataset the spec was written for, or update the pin if you changed it")
-    prepared_dir = cache / "prepared" / f"{ds.name.value}-{root_hash[:16]}"
-    with cache_entry(prepared_dir):
+    size = IMAGENET_PREPARED_SIZE if imagenet else None
+    suffix = f"-s{size}" if size else ""
+    prepared_dir = cache / "prepared" / f"{ds.name.value}-{root_hash[:16]}{suffix}"
+    with cache_entry(prepared_dir):  # never inside the dataset folder, which may be read-only
         if prepared_dir.exists():
             _cached(prepared_dir, load_prepared)  # re-checks every file's sha256
         else:
-            prepare(source, prepared_dir, name=ds.name.value)
+            prepare(source, prepared_dir, name=ds.name.value, size=size)
         _make_readable(prepared_dir)
     return ResolvedDataset(ds.name.value, source, prepared_dir, root_hash, synthetic)

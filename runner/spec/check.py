@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.data.augment import normalize_ops
+from runner.data.augment import normalize_ops, output_side
 from runner.data.registry import get_dataset
 from runner.errors import RunnerError, SpecError
 from runner.spec.load import Loc, field_name, nearest_line, shorten
@@ -113,9 +113,7 @@ def check_model(doc: dict[str, Any], origin: Origin, spec_path: Path, lines: dic
     try:
         cfg = ModelConfig.from_dict(doc["model"])
         build_arch(cfg)
-        side = get_dataset(doc["data"]["name"]).input_size
-        for op in normalize_ops(doc["data"]["augmentation"]):
-            side = op["size"] if op["op"] == "resize" else side
+        side = output_side(get_dataset(doc["data"]["name"]).input_size, doc["data"]["augmentation"])
     except RunnerError as exc:
         raise _error(exc, doc, origin, spec_path, lines) from None
     if side != cfg.input_size:

@@ -104,6 +104,7 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 NUM_CLASSES = {DatasetName.cifar10: 10, DatasetName.cifar100: 100, DatasetName.imagenet: 1000}
+SYNTHETIC_IMAGENET_CLASSES = 10
 
 
 class SyntheticData(Strict):
@@ -112,6 +113,8 @@ class SyntheticData(Strict):
     train_size: Images = 2000
     test_size: Images = 500
     seed: Seed = 0
+    classes: Annotated[int, Field(gt=0, le=1000)] | None = Field(
+        None, description="imagenet only: class folders written (default 10); sizes must be multiples of it")
 
 
 class Dataset(Strict):
@@ -139,13 +142,25 @@ class Dataset(Strict):
             raise ValueError("give `path` (a dataset on disk) or `synthetic` (generated stand-in)")
         if self.path is not None and self.synthetic is not None:
             raise ValueError("give either `path` or `synthetic`, not both")
-        if self.synthetic is not None and self.name is DatasetName.imagenet:
-            raise ValueError("synthetic data exists for cifar10 and cifar100 only")
+        syn = self.synthetic
+        if syn is not None and syn.classes is not None and self.name is not DatasetName.imagenet:
+            raise ValueError("synthetic.classes is for imagenet (CIFAR has its official class count)")
+        if syn is not None and self.name is DatasetName.imagenet:
+            k = self.own_classes
+            if syn.train_size % k or syn.test_size % k:
+                raise ValueError(f"synthetic imagenet: train_size and test_size must be multiples of classes ({k})")
         return self
 
     @property
+    def own_classes(self) -> int:
+        """The dataset's class count: official, or synthetic ImageNet's `classes` (default 10)."""
+        if self.synthetic is not None and self.name is DatasetName.imagenet:
+            return self.synthetic.classes or SYNTHETIC_IMAGENET_CLASSES
+        return NUM_CLASSES[self.name]
+
+    @property
     def classes(self) -> int:
-        return self.num_classes or NUM_CLASSES[self.name]
+        return self.num_classes or self.own_classes
 
 
 class BatchNorm(Strict):
@@ -260,7 +275,17 @@ class Resize(Strict):
     method: Literal["bilinear", "nearest"] = "bilinear"
 
 
-Augmentation = Annotated[RandomCrop | HorizontalFlip | Brightness | Resize, Field(discriminator="op")]
+class RandomResizedCrop(Strict):
+    """torchvision's RandomResizedCrop on ImageNet-format data (decisions: runner.data.augment)."""
+
+    op: Literal["random_resized_crop"]
+    size: Width = 224
+    scale: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.08, 1.0]
+    ratio: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [3 / 4, 4 / 3]
+
+
+Augmentation = Annotated[RandomCrop | HorizontalFlip | Brightness | Resize | RandomResizedCrop,
+                         Field(discriminator="op")]
 
 
 class Normalize(Strict):
@@ -413,9 +438,9 @@ class Experiment(Strict):
             problems.append((("variant",), "variant cuda needs resources.gpus >= 1",
                              "set resources.gpus, or use variant cpu"))
         ds = self.dataset
-        if ds.num_classes is not None and ds.num_classes != NUM_CLASSES[ds.name]:
+        if ds.num_classes is not None and ds.num_classes != ds.own_classes:
             problems.append((("dataset", "num_classes"), f"num_classes {ds.num_classes} differs from the "
-                             f"{NUM_CLASSES[ds.name]} classes of {ds.name.value}; the workload refuses data with "
+                             f"{ds.own_classes} classes of {ds.name.value}; the workload refuses data with "
                              "another class count", "remove dataset.num_classes"))
         problems += self._parallel_problems()
         if self.seed + self.repeats - 1 > MAX_SEED:

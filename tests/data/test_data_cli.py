@@ -78,7 +78,9 @@ def test_fetch_from_a_local_mirror(synth10_master, tmp_path):
 
 @pytest.mark.parametrize("args,code,needle", [
     (["verify", "/nonexistent/x"], 2, "does not exist"),
-    (["synth", "--like", "imagenet", "--out", "x"], 2, "--like"),
+    (["synth", "--like", "cifar10", "--classes", "3", "--out", "x"], 2, "--classes"),
+    (["synth", "imagenet", "--like", "imagenet", "--out", "x"], 2, "DATASET"),
+    (["synth", "imagenet", "--train", "5", "--out", "x"], 2, "--train"),
 ])
 def test_exit_codes_through_the_entry_point(cli, args, code, needle):
     res = cli("data", *args)

@@ -29,6 +29,8 @@ RMSPROP = {"recipe.optimizer": "rmsprop"}
 RESNET = {"model.name": "resnet50", "model.stem": "cifar"}
 SHA = "ab" * 32
 DP = {"resources.parallel": "data", "resources.replicas": 2}
+RRC = {"dataset.name": "imagenet", "dataset.synthetic": {"train_size": 64, "test_size": 32, "classes": 4},
+       "recipe.augmentation": [{"op": "random_resized_crop", "size": 32}]}
 
 # spec field -> (spec settings, run.json field, the value expected there in some run)
 REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
@@ -106,6 +108,16 @@ REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
     "recipe.augmentation[resize].method": ({"recipe.augmentation": [{"op": "resize", "size": 32,
                                                                      "method": "nearest"}]},
                                            "data.augmentation.0.method", "nearest"),
+    "recipe.augmentation[random_resized_crop].op": (RRC, "data.augmentation.0.op", "random_resized_crop"),
+    "recipe.augmentation[random_resized_crop].size": (RRC, "data.augmentation.0.size", 32),
+    "recipe.augmentation[random_resized_crop].scale": (
+        {**RRC, "recipe.augmentation": [{"op": "random_resized_crop", "size": 32, "scale": [0.5, 1.0]}]},
+        "data.augmentation.0.scale", [0.5, 1.0]),
+    "recipe.augmentation[random_resized_crop].ratio": (
+        {**RRC, "recipe.augmentation": [{"op": "random_resized_crop", "size": 32, "ratio": [0.5, 2.0]}]},
+        "data.augmentation.0.ratio", [0.5, 2.0]),
+    "dataset.synthetic.classes": ({**RRC, "dataset.synthetic": {"train_size": 60, "test_size": 30, "classes": 3}},
+                                  "model.num_classes", 3),
     "recipe.normalize.mean": ({"recipe.normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}},
                               "data.mean", [0.5, 0.5, 0.5]),
     "recipe.normalize.std": ({"recipe.normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}},
