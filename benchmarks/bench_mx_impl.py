@@ -15,8 +15,9 @@ static_alloc/static_shape, each timed after `waitall()`. Variants:
 - model zoo: `gluon.model_zoo.vision.resnet50_v1` (ResNet v1: stride on the first 1x1, so
   slightly fewer FLOPs than v1.5) with Trainer SGD: implementation quality, target >= 0.95.
 
-The sides alternate (order flipped every round); each figure is the median of per-round ratios
-of median step times (images/s of ours / images/s of the other).
+All four are built first, then run interleaved step by step (the order rotating), so a
+neighbour's load on a shared machine hits every side alike; each figure is the ratio of median
+step times (images/s of ours / images/s of the other).
 """
 
 from __future__ import annotations
@@ -99,41 +100,35 @@ def main() -> None:
         net.hybridize(static_alloc=True, static_shape=True)
         return net, trainer_for(net, net.collect_params())
 
-    def median_step(make: Any) -> float:
-        net, update = make()
-        times = []
-        for i in range(args.steps + 2):
-            mx.nd.waitall()
-            t0 = time.perf_counter()
-            with autograd.record():
-                loss = -mx.nd.pick(mx.nd.log_softmax(net(x)), y).mean()
-            loss.backward()
-            update()
-            loss.asscalar()
-            mx.nd.waitall()
-            if i >= 2:  # the first steps trace and plan memory
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def step(net: Any, update: Any) -> float:
+        mx.nd.waitall()
+        t0 = time.perf_counter()
+        with autograd.record():
+            loss = -mx.nd.pick(mx.nd.log_softmax(net(x)), y).mean()
+        loss.backward()
+        update()
+        loss.asscalar()
+        mx.nd.waitall()
+        return time.perf_counter() - t0
 
-    others = {"stock BN (Gluon BatchNorm)": stock_bn, "stock optimizer (Trainer SGD)": stock_opt,
-              "model zoo resnet50_v1 + Trainer": zoo}
-    ratios: dict[str, list[float]] = {k: [] for k in others}
-    speeds: dict[str, list[float]] = {k: [] for k in ["ours", *others]}
-    for r in range(args.rounds):
-        for name, make in others.items():
-            pair = [("ours", ours), (name, make)]
-            if r % 2:
-                pair.reverse()
-            t = {n: median_step(m) for n, m in pair}
-            ratios[name].append(t[name] / t["ours"])
-            speeds["ours"].append(args.batch / t["ours"])
-            speeds[name].append(args.batch / t[name])
+    variants = {"ours": ours, "stock BN (Gluon BatchNorm)": stock_bn, "stock optimizer (Trainer SGD)": stock_opt,
+                "model zoo resnet50_v1 + Trainer": zoo}
+    built = {name: make() for name, make in variants.items()}
+    for net, update in built.values():  # the first steps trace and plan memory
+        for _ in range(2):
+            step(net, update)
+    # Interleaved step by step (rotating the order), so load on a shared machine hits every side alike.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(args.steps * args.rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            times[name].append(step(*built[name]))
+    med = {name: statistics.median(t) for name, t in times.items()}
     print(f"MXNet {mx.__version__}, threads {args.threads}, batch {args.batch}, ResNet-50 imagenet stem 32x32, "
-          f"{args.steps} steps x {args.rounds} rounds")
-    print(f"{'ours':34s} {statistics.median(speeds['ours']):7.1f} img/s")
-    for name in others:
-        print(f"{name:34s} {statistics.median(speeds[name]):7.1f} img/s   ours / it = "
-              f"{statistics.median(ratios[name]):.3f}  (rounds {', '.join(f'{q:.3f}' for q in ratios[name])})")
+          f"{args.steps * args.rounds} interleaved steps each")
+    for name in names:
+        ratio = "" if name == "ours" else f"   ours / it = {med[name] / med['ours']:.3f}"
+        print(f"{name:34s} {args.batch / med[name]:7.1f} img/s (median step {med[name] * 1e3:.0f} ms){ratio}")
 
 
 if __name__ == "__main__":
