@@ -35,7 +35,7 @@ from typing import Any
 
 from runner.audit.consistency import fact_disagreements
 from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_manifest
-from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, TABLES, declared
+from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, tables_in
 from runner.errors import BundleError
 from runner.fileio import read_bounded
 
@@ -169,7 +169,8 @@ def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> list[Probl
             if rel not in listed:
                 out.append(Problem(MANIFEST, "manifest", f"run {run.get('id')} names {rel}, not among the files"))
     tables = manifest.get("tables") if isinstance(manifest.get("tables"), dict) else {}
-    for name in TABLES:
+    version = manifest.get("bundle_schema_version")
+    for name in tables_in(version if isinstance(version, int) else BUNDLE_SCHEMA_VERSION):
         if name not in tables:
             out.append(Problem(MANIFEST, "manifest", f"lacks the declared table `{name}`"))
     for name, info in tables.items():

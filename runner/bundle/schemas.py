@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from runner.telemetry.schema import SAMPLE_FIELDS
 
-BUNDLE_SCHEMA_VERSION = 2  # 2: bundle.json (the manifest's facts, hashed), host-load columns (ADDED_IN); 1 read
+BUNDLE_SCHEMA_VERSION = 3  # 3: the inference table (TABLE_ADDED_IN); 2: bundle.json (the manifest's facts,
+# hashed), host-load columns (ADDED_IN); 1 and 2 read
 
 _TYPES: dict[str, pa.DataType] = {
     "string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
@@ -150,13 +151,48 @@ LATENCY = _schema("latency", [
     _f("per_image_ms", "float64", "ms", "p50 / batch size"),
 ])
 
+INFERENCE = _schema("inference", [
+    _f("run_id", "string", "", "the run (runs.run_id)"),
+    _f("precision", "string", "", "fp32 | fp16 | bf16 | int8 (measurement.inference.precisions)"),
+    _f("batch_size", "int32", "images", "images per inference call"),
+    _f("runtime", "string", "", "what ran it: eager / tf.function (+ autocast or a Keras policy), torch.ao FX "
+                                "int8 (x86), the TFLite interpreter"),
+    _f("model_format", "string", "", "what model_bytes measured (state dict, .weights.h5, .tflite)"),
+    _f("model_bytes", "int64", "bytes", "size of the serialized model this precision runs from"),
+    _f("prepare_time_s", "float64", "s", "time to make the model (int8: calibration and conversion)"),
+    _f("test_accuracy", "float64", "fraction", "accuracy on the whole test split at this precision"),
+    _f("test_loss", "float64", "", "mean cross-entropy on the test split at this precision"),
+    _f("test_images", "int64", "images", "test images evaluated"),
+    _f("accuracy_drop", "float64", "fraction", "fp32 test accuracy minus this precision's (same run)"),
+    _f("fp32_agreement", "float64", "fraction", "test images whose top-1 class equals fp32's"),
+    _f("calibration_images", "int64", "images", "int8: calibration images (the first N training images)"),
+    _f("calibration_indices_sha256", "string", "", "int8: sha256 of the calibration images' indices"),
+    _f("calibration_sha256", "string", "", "int8: sha256 of the calibration pixels (equal in every framework)"),
+    _f("inputs_sha256", "string", "", "sha256 of the timed input batch (equal in every framework)"),
+    _f("iterations", "int32", "count", "timed iterations"),
+    _f("warmup_iterations", "int32", "count", "untimed calls before them"),
+    _f("p50_ms", "float64", "ms", "median latency of one batch"),
+    _f("p90_ms", "float64", "ms", "90th percentile of one batch"),
+    _f("p99_ms", "float64", "ms", "99th percentile of one batch"),
+    _f("mean_ms", "float64", "ms", "mean latency of one batch"),
+    _f("per_image_p50_ms", "float64", "ms", "p50 / batch size"),
+    _f("per_image_p90_ms", "float64", "ms", "p90 / batch size"),
+    _f("per_image_p99_ms", "float64", "ms", "p99 / batch size"),
+    _f("images_per_s", "float64", "images/s", "batch size / mean latency"),
+    _f("speedup", "float64", "x", "fp32 p50 / this precision's p50 at the same batch size (same run)"),
+    _f("error", "string", "", "why this precision failed (null when measured)"),
+])
+
 TELEMETRY = _schema("telemetry", [
     _f("run_id", "string", "", "the run (runs.run_id)"),
     *(_f(s.name, s.type, s.unit, s.description) for s in SAMPLE_FIELDS),
 ])
 
 TABLES: dict[str, pa.Schema] = {"runs": RUNS, "epochs": EPOCHS, "steps": STEPS, "latency": LATENCY,
-                                "telemetry": TELEMETRY}
+                                "inference": INFERENCE, "telemetry": TELEMETRY}
+
+# Tables added after schema 1, by the version that added them: an older bundle has none.
+TABLE_ADDED_IN: dict[str, int] = {"inference": 3}
 
 
 # Columns added after schema 1, by the version that added them: a bundle of an older version
@@ -169,10 +205,17 @@ ADDED_IN: dict[tuple[str, str], int] = {
 }
 
 
+def tables_in(version: int = BUNDLE_SCHEMA_VERSION) -> list[str]:
+    """The tables a bundle of schema `version` holds."""
+    return [name for name in TABLES if TABLE_ADDED_IN.get(name, 1) <= version]
+
+
 def declared(table: str, version: int = BUNDLE_SCHEMA_VERSION) -> pa.Schema | None:
-    """The columns a bundle of schema `version` declares for `table` (None: not a table)."""
+    """The columns a bundle of schema `version` declares for `table` (None: not a table of that version)."""
     schema = TABLES.get(table)
-    if schema is None or version >= BUNDLE_SCHEMA_VERSION:
+    if schema is None or TABLE_ADDED_IN.get(table, 1) > version:
+        return None
+    if version >= BUNDLE_SCHEMA_VERSION:
         return schema
     keep = [f for f in schema if ADDED_IN.get((table, f.name), 1) <= version]
     return pa.schema(keep, metadata=schema.metadata)

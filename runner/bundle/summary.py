@@ -1,4 +1,5 @@
-"""From one run's events to its rows: the run's outcome and summary metrics, epochs, latency.
+"""From one run's events to its rows: the run's outcome and summary metrics, epochs, latency,
+inference.
 
 Outcome: the workload's own `run_end` says ok or failed (with its reason and error). A run
 whose events stop without `run_end` was killed or crashed and is failed, whatever the engine
@@ -24,6 +25,7 @@ class RunRows:
     summary: dict[str, Any]
     epochs: list[dict[str, Any]] = field(default_factory=list)
     latency: list[dict[str, Any]] = field(default_factory=list)
+    inference: list[dict[str, Any]] = field(default_factory=list)
 
 
 def outcome(log: EventLog, engine_status: str, engine_reason: str | None) -> tuple[str, str | None, str | None]:
@@ -81,6 +83,26 @@ def latency_rows(log: EventLog, run_id: str) -> list[dict[str, Any]]:
              "p50_ms": _num(e.get("p50_ms")), "p90_ms": _num(e.get("p90_ms")), "p99_ms": _num(e.get("p99_ms")),
              "mean_ms": _num(e.get("mean_ms")), "per_image_ms": _num(e.get("per_image_ms"))}
             for e in log.of("latency")]
+
+
+# inference event field -> how the inference table reads it (every other column is copied as it is)
+_INFERENCE_INT = ("batch_size", "model_bytes", "test_images", "calibration_images", "iterations", "warmup_iterations")
+_INFERENCE_TEXT = ("precision", "runtime", "model_format", "calibration_indices_sha256", "calibration_sha256",
+                   "inputs_sha256", "error")
+
+
+def inference_rows(log: EventLog, run_id: str) -> list[dict[str, Any]]:
+    """One row per (precision, batch size) of the run's `inference` events."""
+    from runner.bundle.schemas import INFERENCE
+
+    rows = []
+    for e in log.of("inference"):
+        row: dict[str, Any] = {"run_id": run_id}
+        for name in INFERENCE.names[1:]:
+            read = _int if name in _INFERENCE_INT else _text if name in _INFERENCE_TEXT else _num
+            row[name] = read(e.get(name))
+        rows.append(row)
+    return rows
 
 
 def mean_images_per_s(epochs: list[dict[str, Any]]) -> float | None:
@@ -143,4 +165,4 @@ def run_rows(log: EventLog, run_id: str, engine_status: str, engine_reason: str 
         "cudnn_version": _text(build.get("cudnn") or build.get("cudnn_version")),
         "config_sha256": _text(start.get("config_sha256")),
     }
-    return RunRows(summary, epochs, latency)
+    return RunRows(summary, epochs, latency, inference_rows(log, run_id))

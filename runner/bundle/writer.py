@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # the writer only reads attributes; pydantic stays unimported
 STATE_FILE = ".state.json"
 LOCK_FILE = ".lock"
 FRAGMENTS = ".fragments"
-FRAGMENT_TABLES = ("epochs", "steps", "latency", "telemetry")
+FRAGMENT_TABLES = ("epochs", "steps", "latency", "inference", "telemetry")
 STATE_SCHEMA = 1
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd"}
 RUN_FILES = ("result.json", "run.json")
@@ -231,6 +231,7 @@ class BundleWriter:
         files.append(self._write(f"logs/{run.id}.log", self.redaction.text(log_text).encode()))
         tables = {"epochs": table_from_rows("epochs", rows.epochs), "steps": log.steps,
                   "latency": table_from_rows("latency", rows.latency),
+                  "inference": table_from_rows("inference", rows.inference),
                   "telemetry": table_from_rows("telemetry", samples)}
         for table, data in tables.items():
             rel = f"{FRAGMENTS}/{table}/{run.id}.parquet"

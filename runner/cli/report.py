@@ -20,7 +20,7 @@ def compare(
     bundles: BundlesArg,
     fmt: Annotated[Format, typer.Option("--format", help="Terminal tables or Markdown.")] = Format.table,
     only: Annotated[list[str] | None, typer.Option("--table", help="Show only these tables (summary, "
-                                                   "throughput, accuracy_by_epoch, latency, time_to_target, "
+                                                   "throughput, accuracy_by_epoch, latency, inference, time_to_target, "
                                                    "energy); repeatable.")] = None,
 ) -> None:
     """The studies' tables from bundles, frameworks side by side, with medians and 95% CIs."""

@@ -34,6 +34,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
              "gpu_energy_j", "host_cpu_model", "gpu_name", "gpu_count"),
     "epochs": ("run_id", "epoch", "test_accuracy", "train_accuracy"),
     "latency": ("run_id", "batch_size", "per_image_ms", "p50_ms"),
+    "inference": ("run_id", "precision", "batch_size", "per_image_p50_ms", "per_image_p90_ms", "per_image_p99_ms",
+                  "p50_ms", "p90_ms", "p99_ms", "images_per_s", "model_bytes", "test_accuracy", "accuracy_drop",
+                  "speedup", "inputs_sha256", "calibration_sha256", "error"),
 }
 TABLES = list(COLUMNS)
 _TYPES = {name: {f.name: f.type for f in schema} for name, schema in DECLARED.items()}
@@ -45,6 +48,7 @@ class Loaded:
     runs: list[dict[str, Any]] = field(default_factory=list)  # runs-table rows + "bundle", "accelerator", "uid"
     epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uid -> epoch rows in order
     latency: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uid -> latency rows
+    inference: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uid -> inference rows (schema 3+)
     references: list[dict[str, Any]] = field(default_factory=list)  # the specs' references, once each
 
 
@@ -115,7 +119,7 @@ def load_bundles(paths: list[Path]) -> Loaded:
             row["accelerator"] = accelerator(row)
             out.runs.append(row)
         prefix = f"{i}:"
-        for table, target in (("epochs", out.epochs), ("latency", out.latency)):
+        for table, target in (("epochs", out.epochs), ("latency", out.latency), ("inference", out.inference)):
             t = tables.get(table)
             if t is None:
                 continue

@@ -54,7 +54,7 @@ def fmt_number(value: float | int | None, unit: str) -> str:
         return "-"
     if unit == "fraction":
         return f"{100 * value:.2f}%"
-    if unit in ("parameters", "FLOP", "images", "count") or isinstance(value, int):
+    if unit in ("parameters", "FLOP", "images", "count", "bytes") or isinstance(value, int):
         return f"{int(value):,}"
     if unit == "images/s":
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

@@ -5,6 +5,9 @@
 - throughput: images/s (and epoch time) vs mini-batch size.
 - accuracy_by_epoch: test accuracy after each epoch, per optimizer and learning rate.
 - latency: inference latency per image, per inference batch size.
+- inference: `measurement.inference` per precision (fp32 / fp16 / bf16 / int8) and batch size:
+  latency p50/p90/p99 per image and per batch, throughput, model size, test accuracy, and the
+  accuracy drop and speedup against the same run's fp32.
 - time_to_target: training time until the target accuracy, and how many runs got there.
 - energy: GPU energy per epoch (only where it was measured).
 
@@ -286,6 +289,52 @@ def latency_table(loaded: Loaded, frameworks: list[str]) -> ReportTable:
                  extra_cols=[Column("latency_batch", "inference batch", kind="int")])
 
 
+# (key, header, unit) of the inference table, per framework; the first is the gap's metric.
+INFERENCE_METRICS = (
+    ("per_image_p50_ms", "ms/image p50", "ms"), ("per_image_p90_ms", "ms/image p90", "ms"),
+    ("per_image_p99_ms", "ms/image p99", "ms"), ("p50_ms", "ms/batch p50", "ms"), ("p90_ms", "ms/batch p90", "ms"),
+    ("p99_ms", "ms/batch p99", "ms"), ("images_per_s", "images/s", "images/s"),
+    ("model_bytes", "model bytes", "bytes"), ("test_accuracy", "test acc", "fraction"),
+    ("accuracy_drop", "acc drop vs fp32", "fraction"), ("speedup", "speedup vs fp32", "x"),
+)
+_PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
+
+
+def inference_table(loaded: Loaded, frameworks: list[str]) -> ReportTable:
+    """Frameworks side by side per (precision, inference batch size); a precision that failed in a
+    run is left out of its statistics and counted in the note."""
+    failed: list[str] = []
+    inputs: dict[tuple[Any, ...], set[str]] = {}
+
+    def expand(config, by_fw):
+        per_key: dict[tuple[int, str, int], dict[str, list[float | None]]] = {}
+        for fw, runs in by_fw.items():
+            for r in _ok(runs):
+                for row in loaded.inference.get(r["uid"], []):
+                    precision, bs = row.get("precision"), row.get("batch_size")
+                    if precision is None or bs is None:
+                        continue
+                    if row.get("error"):
+                        failed.append(f"{fw} {precision} ({row['error']})")
+                        continue
+                    inputs.setdefault((config, precision, bs), set()).add(str(row.get("inputs_sha256")))
+                    values = per_key.setdefault((_PRECISION_ORDER.get(precision, 9), precision, int(bs)), {})
+                    for key, _, _ in INFERENCE_METRICS:
+                        values.setdefault(f"{fw}|{key}", []).append(row.get(key))
+        return [({"precision": p, "inference_batch": bs}, vals) for (_, p, bs), vals in sorted(per_key.items())]
+
+    table = _wide("inference", "Inference per precision: latency, throughput, size, accuracy (drop and speedup vs "
+                  "fp32 of the same run)", loaded, frameworks,
+                  [(k, h, u, lambda r: None) for k, h, u in INFERENCE_METRICS], expand=expand,
+                  extra_cols=[Column("precision", "precision"), Column("inference_batch", "inference batch",
+                                                                        kind="int")])
+    if any(len(hashes) > 1 for hashes in inputs.values()):
+        table.notes.append("the frameworks timed DIFFERENT inputs for some rows (inputs_sha256 differ)")
+    if failed:
+        table.notes.append("failed precisions (not in the statistics): " + "; ".join(sorted(set(failed))))
+    return table
+
+
 def time_to_target_table(loaded: Loaded, frameworks: list[str]) -> ReportTable:
     def expand(config, by_fw):
         values: dict[str, list[float | None]] = {}
@@ -392,7 +441,7 @@ def build_report(loaded: Loaded) -> Report:
     frameworks = sorted({r.get("framework") or "?" for r in loaded.runs})
     tables = [summary_table(loaded), throughput_table(loaded, frameworks),
               accuracy_by_epoch_table(loaded, frameworks), latency_table(loaded, frameworks),
-              time_to_target_table(loaded, frameworks)]
+              inference_table(loaded, frameworks), time_to_target_table(loaded, frameworks)]
     energy = energy_table(loaded, frameworks)
     notes = []
     if energy.rows:

@@ -31,6 +31,7 @@ from runner.workload.harness.config import (
     read_parallel,
     read_train,
 )
+from runner.workload.inference.support import check_support
 from runner.workload.models import ModelConfig, build_arch
 from runner.workload.optim import OptimConfig
 from runner.workload.schedule import ScheduleConfig
@@ -175,6 +176,10 @@ class RunChecker:
             if doc["train"]["drop_last"] and n is not None and batch > n:  # the workload's prepare_run rule
                 raise SpecError(f"batch size {batch} is larger than the {n} training images with drop_last",
                                 field="train.batch_size", fix="use a smaller batch or drop_last: false")
+            calibration = (doc["measurement"].get("inference") or {}).get("calibration_images")
+            if calibration is not None and n is not None and calibration > n:  # the workload's rule too
+                raise SpecError(f"{calibration} calibration images asked for, the training set has {n}",
+                                field="measurement.inference.calibration_images", fix=f"use at most {n}")
         except RunnerError as exc:
             raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 
@@ -183,6 +188,7 @@ class RunChecker:
         for framework in frameworks:
             try:
                 capabilities.check(framework, doc["variant"], doc["train"], self.spec_path, parallel=doc["parallel"])
+                check_support(framework, doc["variant"], doc["measurement"].get("inference"), self.spec_path)
             except RunnerError as exc:
                 raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 

@@ -327,6 +327,17 @@ class Recipe(Strict):
     data_parallel: DataParallel = DataParallel()
 
 
+class Inference(Strict):
+    """The inference comparison after training: each precision's latency, size and test accuracy
+    (docs/workload.md "Inference"). int8 is post-training static quantization calibrated on the
+    first `calibration_images` training images, the same ones in every framework."""
+
+    precisions: Annotated[list[Literal["fp32", "fp16", "bf16", "int8"]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["fp32", "int8"], description="fp32 is the baseline and must be listed")
+    batch_sizes: Annotated[list[BatchSize], Field(min_length=1)] = Field(default_factory=lambda: [1, 32])
+    calibration_images: Images = Field(256, description="int8 calibration: the first N training images")
+
+
 class Measurement(Strict):
     warmup_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 5
     eval_every_epochs: Epochs = 1
@@ -334,6 +345,7 @@ class Measurement(Strict):
     latency_iterations: Steps = 50
     target_accuracy: Probability | None = None
     synthetic_compute: bool = Field(False, description="compute-only throughput on device-resident data")
+    inference: Inference | None = Field(None, description="fp32 / fp16 / bf16 / int8 inference comparison")
 
 
 class Resources(Strict):

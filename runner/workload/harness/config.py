@@ -19,6 +19,8 @@ from typing import Any
 from runner.errors import SpecError
 from runner.fileio import canonical_sha256
 from runner.workload import capabilities
+from runner.workload.inference.support import BASELINE, check_support
+from runner.workload.inference.support import PRECISIONS as INFERENCE_PRECISIONS
 
 SUPPORTED_SCHEMA = 1
 FRAMEWORKS = ("pytorch", "tensorflow", "mxnet")
@@ -106,6 +108,15 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """`measurement.inference`: the inference comparison after training (runner.workload.inference)."""
+
+    precisions: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    calibration_images: int
+
+
+@dataclass(frozen=True)
 class MeasureConfig:
     warmup_steps: int
     eval_every_epochs: int
@@ -113,6 +124,7 @@ class MeasureConfig:
     latency_iterations: int
     target_accuracy: float | None
     synthetic_compute: bool
+    inference: InferenceConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -219,11 +231,41 @@ def read_data(obj: Any, file: Path) -> DataConfig:
     )
 
 
+def _positive_ints(value: list[Any]) -> bool:
+    return all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in value)
+
+
+def read_inference(obj: Any, file: Path) -> InferenceConfig | None:
+    """`measurement.inference` (null: no inference comparison)."""
+    if obj is None:
+        return None
+    r = _Reader(obj, file, "measurement.inference", {
+        "precisions": (list,), "batch_sizes": (list,), "calibration_images": _INT})
+    precisions = r.get("precisions")
+    for i, p in enumerate(precisions):
+        if p not in INFERENCE_PRECISIONS:
+            raise SpecError(f"must be one of {', '.join(INFERENCE_PRECISIONS)}, got {p!r}", file=file,
+                            field=f"measurement.inference.precisions[{i}]")
+    if len(set(precisions)) != len(precisions) or BASELINE not in precisions:
+        raise SpecError(f"must list each precision once, {BASELINE} among them (the baseline of the accuracy "
+                        f"drop and the speedup), got {precisions}", file=file,
+                        field="measurement.inference.precisions", fix=f"e.g. [{BASELINE}, int8]")
+    sizes = r.get("batch_sizes")
+    if not sizes or not _positive_ints(sizes):
+        raise SpecError(f"must be one or more positive integers, got {sizes}", file=file,
+                        field="measurement.inference.batch_sizes")
+    return InferenceConfig(precisions=tuple(precisions), batch_sizes=tuple(sizes),
+                           calibration_images=r.positive("calibration_images"))
+
+
 def read_measurement(obj: Any, file: Path) -> MeasureConfig:
+    # `inference` may be absent (= null): a hand-written run.json need not say it (the host always does).
     r = _Reader(obj, file, "measurement", {
         "warmup_steps": _INT, "eval_every_epochs": _INT, "latency_batch_sizes": (list,),
         "latency_iterations": _INT, "target_accuracy": _OPT_NUM, "synthetic_compute": (bool,),
-    })
+        "inference": (dict, type(None)),
+    }, optional=("inference",))
+    inference = read_inference(obj.get("inference"), file)
     if r.get("warmup_steps") < 0:
         raise SpecError("must be >= 0", file=file, field="measurement.warmup_steps")
     sizes = r.get("latency_batch_sizes")
@@ -237,7 +279,7 @@ def read_measurement(obj: Any, file: Path) -> MeasureConfig:
         warmup_steps=r.get("warmup_steps"), eval_every_epochs=r.positive("eval_every_epochs"),
         latency_batch_sizes=tuple(sizes), latency_iterations=r.positive("latency_iterations"),
         target_accuracy=None if target is None else float(target),
-        synthetic_compute=r.get("synthetic_compute"),
+        synthetic_compute=r.get("synthetic_compute"), inference=inference,
     )
 
 
@@ -254,7 +296,8 @@ def read_parallel(obj: Any, file: Path, train: TrainConfig) -> ParallelConfig:
         for key, single in (("replicas", 1), ("lr_scaling", "none"), ("sync_batch_norm", False)):
             if r.get(key) != single:
                 raise SpecError(f"is {json.dumps(r.get(key))}, but the run is not data-parallel", file=file,
-                                field=r.name(key), fix="make the run data-parallel (spec: resources.parallel: data), or leave the field out")
+                                field=r.name(key),
+                                fix="make the run data-parallel (spec: resources.parallel: data), or leave it out")
     if glob != train.batch_size:
         raise SpecError(f"is {glob}, train.batch_size is {train.batch_size}: the batch size is the global batch",
                         file=file, field="parallel.global_batch", fix="make them equal")
@@ -295,12 +338,14 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
     parallel = read_parallel(doc["parallel"], file, train) if "parallel" in doc else ParallelConfig.single(
         train.batch_size)
     capabilities.check(framework, variant, r.get("train"), file, parallel=doc.get("parallel"))
+    measurement = read_measurement(r.get("measurement"), file)
+    check_support(framework, variant, r.get("measurement").get("inference"), file)  # inference it cannot measure
     return RunConfig(
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
         framework=framework, variant=variant,
         seed=r.get("seed"), repeat=r.get("repeat"),
         train=train, data=read_data(r.get("data"), file),
-        measurement=read_measurement(r.get("measurement"), file), parallel=parallel,
+        measurement=measurement, parallel=parallel,
         model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
         path=file, doc=doc,
     )
