@@ -89,3 +89,37 @@ def test_a_failed_precision_is_noted_not_averaged(tmp_path):
     int8 = [r for r in table.rows if r["precision"] == "int8"]
     assert int8[0]["pytorch|p50_ms"].stat.n == 1  # the broken pytorch run's int8 rows are left out
     assert any("failed precisions" in n and "RuntimeError: no kernel" in n for n in table.notes)
+
+
+def test_a_schema_2_bundle_without_the_table_still_verifies_and_reports(tmp_path):
+    """Bundles written before the inference table (schema 2) verify clean and compare as before."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from runner.bundle.reader import FACTS_FILE
+
+    bundle = make(tmp_path)
+    m = json.loads((bundle / "manifest.json").read_text())
+    (bundle / m["tables"].pop("inference")["path"]).unlink()
+    files = []
+    for e in m["files"]:
+        path = bundle / e["path"]
+        if not path.exists():
+            continue
+        if e["path"].endswith(".parquet"):
+            table = pq.read_table(path)
+            pq.write_table(table.replace_schema_metadata(dict(table.schema.metadata) | {b"bundle_schema_version": b"2"}),
+                           path)
+        if e["path"] == FACTS_FILE:
+            facts = json.loads(path.read_text())
+            facts["bundle_schema_version"] = 2
+            facts["tables"].pop("inference")
+            path.write_text(json.dumps(facts))
+        data = path.read_bytes()
+        files.append(dict(e, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    m.update(bundle_schema_version=2, files=files)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    assert verify_bundle(bundle).problems == []
+    report = build_report(load_bundles([bundle]))
+    assert report.table("inference") is None and report.table("summary") is not None
