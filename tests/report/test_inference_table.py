@@ -109,8 +109,8 @@ def test_a_schema_2_bundle_without_the_table_still_verifies_and_reports(tmp_path
             continue
         if e["path"].endswith(".parquet"):
             table = pq.read_table(path)
-            pq.write_table(table.replace_schema_metadata(dict(table.schema.metadata) | {b"bundle_schema_version": b"2"}),
-                           path)
+            meta = dict(table.schema.metadata) | {b"bundle_schema_version": b"2"}
+            pq.write_table(table.replace_schema_metadata(meta), path)
         if e["path"] == FACTS_FILE:
             facts = json.loads(path.read_text())
             facts["bundle_schema_version"] = 2
