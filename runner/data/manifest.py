@@ -74,47 +74,48 @@ def _finish(entries: Manifest) -> tuple[Manifest, str]:
 
 def _walk(root: Path, folder: Path, prefix: str):
     for rel, full, _ in _walk_stat(root, folder, prefix):
-        yield rel, full
+        yield rel, Path(full)
 
 
-def _walk_stat(root: Path, folder: Path, prefix: str):
-    """(relpath, path, lstat result) of every regular file, sorted; links and special files refused."""
+def _walk_stat(root: Path, folder: Path | str, prefix: str):
+    """(relpath, path string, lstat result) of every regular file, sorted; links and special files
+    refused. Strings, not Paths: building a Path per file was most of a cached manifest's time."""
     try:
         children = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         raise DatasetError(f"cannot be listed: {exc.strerror}", file=folder) from None
+    root_s = str(root)
     for entry in children:
-        _check_name(entry.name, Path(entry.path))
-        rel = f"{prefix}{entry.name}"
-        full = Path(entry.path)
+        name, full = entry.name, entry.path
+        _check_name(name, full)
         if entry.is_symlink():
             target = os.path.realpath(full)
-            inside = target == str(root) or target.startswith(str(root) + os.sep)
+            inside = target == root_s or target.startswith(root_s + os.sep)
             what = "a symlink pointing inside the folder" if inside else "a symlink escaping the folder"
-            raise DatasetRefused(f"is {what}; symlinks are refused in datasets", file=full,
+            raise DatasetRefused(f"is {what}; symlinks are refused in datasets", file=Path(full),
                                fix="replace the link with a copy of the file")
         st = entry.stat(follow_symlinks=False)
         mode = st.st_mode
         if stat.S_ISDIR(mode):
-            yield from _walk_stat(root, full, rel + "/")
+            yield from _walk_stat(root, full, f"{prefix}{name}/")
         elif stat.S_ISREG(mode):
-            yield rel, full, st
+            yield f"{prefix}{name}", full, st
         else:
-            raise DatasetRefused(f"is {special_kind(mode)}, not a regular file or folder", file=full,
+            raise DatasetRefused(f"is {special_kind(mode)}, not a regular file or folder", file=Path(full),
                                  fix="a dataset folder holds plain files only")
 
 
-def _check_name(name: str, full: Path) -> None:
+def _check_name(name: str, full: Path | str) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise DatasetRefused("has a file name that is not valid UTF-8", file=full) from None
-    if any(c in name for c in "\n\r\\") or name in (".", ".."):
+    if "\n" in name or "\r" in name or "\\" in name or name in (".", ".."):
         raise DatasetRefused("has a file name that cannot be listed in a manifest", file=full,
                            fix="rename it without newlines or backslashes")
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
+def _hash_file(path: Path | str) -> tuple[int, str]:
     h, size = hashlib.sha256(), 0
     try:  # non-blocking: a FIFO swapped in after the listing does not hang the open
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))

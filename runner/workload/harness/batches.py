@@ -1,7 +1,8 @@
 """Where the protocol gets its batches: the data package's loader, or seeded random data.
 
 Both frameworks read the same batches in the same order with the same augmentation decisions
-(runner.data.loader.BatchIterator, seeded by the run's seed and the epoch). The loader reads the
+(runner.data.image_loader.epoch_batches: the array loader, or for ImageNet with a
+random_resized_crop op the Pillow decoder in worker processes; seeded by the run's seed and the epoch). The loader reads the
 test split in a fixed order with only the deterministic ops (resize), keeping the last partial
 batch. Batches are assembled `PREFETCH` ahead on a background thread in every framework; the
 batches themselves do not depend on it.
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from runner.data.augment import normalize_ops
-from runner.data.loader import BatchIterator
+from runner.data.augment import normalize_ops, output_side
+from runner.data.image_loader import epoch_batches
 from runner.errors import SpecError
 from runner.workload.harness.config import RunConfig
 
@@ -38,11 +39,7 @@ class Batches:
 
     def output_side(self) -> int:
         """Image side after the ops (a resize changes it)."""
-        side = int(self.prepared.train_x.shape[1])
-        for op in self.ops:
-            if op["op"] == "resize":
-                side = int(op["size"])
-        return side
+        return output_side(int(self.prepared.train_x.shape[1]), self.ops)
 
     def steps_per_epoch(self) -> int:
         bs, n = self.cfg.train.batch_size, self.train_size
@@ -52,7 +49,7 @@ class Batches:
 
     def _iterator(self, split: str, epoch: int, drop_last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         d, t = self.cfg.data, self.cfg.train
-        return iter(BatchIterator(self.prepared, split, t.batch_size, self.cfg.seed, epoch, self.ops,
+        return iter(epoch_batches(self.prepared, split, t.batch_size, self.cfg.seed, epoch, self.ops,
                                   d.mean, d.std, drop_last=drop_last, prefetch=PREFETCH))
 
     def train(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
