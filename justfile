@@ -5,7 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 venv := ".venv"
 bin := venv / "bin"
 mxvenv := ".venv-mxnet"
-mxnet_pins := "mxnet==1.9.1+numpy==1.23.5"
+mxnet_pins := "mxnet==1.9.1+numpy==1.23.5+pillow==13.0.0"
 
 # Create .venv with runner, PyTorch and TensorFlow (CPU builds) and the dev tools, and .venv-mxnet
 # with MXNet; reruns are cheap.
@@ -27,7 +27,7 @@ setup:
       [ -x {{mxvenv}}/bin/python ] || python3 -m venv {{mxvenv}}
       {{mxvenv}}/bin/pip install -q --disable-pip-version-check {{replace(mxnet_pins, "+", " ")}}
       {{mxvenv}}/bin/python -c 'import mxnet' >/dev/null 2>&1 || { echo "setup of {{mxvenv}} failed"; exit 1; }
-      touch "$mxstamp"
+      rm -f {{mxvenv}}/.runner-mxnet-*; touch "$mxstamp"
     fi
 
 # Images build on the catalog's digest-pinned Debian base, or on the debootstrapped local one
