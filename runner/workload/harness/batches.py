@@ -24,8 +24,11 @@ PREFETCH = 2
 
 
 class Batches:
-    def __init__(self, prepared: Any, cfg: RunConfig, input_size: int) -> None:
-        self.prepared, self.cfg, self.input_size = prepared, cfg, input_size
+    """`shard=(rank, replicas)`: a data-parallel process reads slice `rank` of every global
+    training batch (the same global order in every replica); the test split is not sharded."""
+
+    def __init__(self, prepared: Any, cfg: RunConfig, input_size: int, shard: tuple[int, int] = (0, 1)) -> None:
+        self.prepared, self.cfg, self.input_size, self.shard = prepared, cfg, input_size, shard
         try:
             self.ops = list(normalize_ops(cfg.data.augmentation))
         except SpecError as exc:  # name the run.json field the op came from
@@ -47,13 +50,14 @@ class Batches:
         cap = self.cfg.train.steps_per_epoch
         return min(steps, cap) if cap is not None else steps
 
-    def _iterator(self, split: str, epoch: int, drop_last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _iterator(self, split: str, epoch: int, drop_last: bool,
+                  shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         d, t = self.cfg.data, self.cfg.train
         return iter(epoch_batches(self.prepared, split, t.batch_size, self.cfg.seed, epoch, self.ops,
-                                  d.mean, d.std, drop_last=drop_last, prefetch=PREFETCH))
+                                  d.mean, d.std, drop_last=drop_last, prefetch=PREFETCH, shard=shard))
 
     def train(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return self._iterator("train", epoch, self.cfg.train.drop_last)
+        return self._iterator("train", epoch, self.cfg.train.drop_last, self.shard)
 
     def test(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self._iterator("test", 0, False)
@@ -66,4 +70,8 @@ class Batches:
         return x, y
 
     def synthetic_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.random_batch(self.cfg.train.batch_size)
+        """The global batch, or this replica's slice of it (the same draw in every replica)."""
+        x, y = self.random_batch(self.cfg.train.batch_size)
+        rank, replicas = self.shard
+        part = slice(rank * len(y) // replicas, (rank + 1) * len(y) // replicas)
+        return x[part], y[part]

@@ -9,8 +9,11 @@ can say which replica failed and why (torchrun then stops every replica, the lea
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,21 @@ def replica_of(cfg: RunConfig, environ: dict[str, str] | None = None) -> Replica
                          f"{par.replicas} replicas", file=cfg.path, field="parallel.replicas",
                          fix=f"use --nproc-per-node {par.replicas}")
     return Replica(rank, world, local)
+
+
+def die_with_launcher() -> None:
+    """Ask Linux to SIGTERM this replica when its launcher dies: torchrun starts every replica in a
+    session of its own, so a launcher killed outright (SIGKILL after the engine's grace period)
+    would otherwise leave the replicas running."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig, launcher = 1, os.getppid()  # the launcher may be pid 1 (a container's entrypoint)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != launcher:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def report_failure(out_dir: Path, replica: Replica, reason: str, error: str | None) -> None:

@@ -106,6 +106,9 @@ class TorchBackend:
     def _init_process_group(self) -> None:
         import torch.distributed as dist
 
+        from runner.workload.harness.replicas import die_with_launcher
+
+        die_with_launcher()
         if self.cuda:
             torch.cuda.set_device(self.device)
             dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT, device_id=self.device)
