@@ -161,7 +161,8 @@ def synth(
                                                                      "count, 50000).")] = None,
     test: Annotated[int | None, typer.Option("--test", min=1, help="CIFAR: test images (default 10000).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Generator seed.")] = 0,
-    classes: Annotated[int | None, typer.Option("--classes", min=1, help="ImageNet: class folders (default 10).")] = None,
+    classes: Annotated[int | None, typer.Option("--classes", min=1,
+                                                help="ImageNet: class folders (default 10).")] = None,
     per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="ImageNet: training images per "
                                                                            "class (default 50).")] = None,
     val_per_class: Annotated[int | None, typer.Option("--val-per-class", min=0, help="ImageNet: val images per "

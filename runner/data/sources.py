@@ -21,6 +21,7 @@ from runner.data.reader import DatasetReader
 from runner.data.registry import get_dataset
 from runner.errors import DatasetError, DatasetRefused
 
+
 def open_source(path: str | Path, name: str | None = None) -> DatasetReader:
     """A reader for `path`; `name` (a registry key) forces the dataset instead of detecting it."""
     path = Path(path)

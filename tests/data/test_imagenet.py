@@ -235,3 +235,48 @@ def test_a_stale_cache_entry_with_forged_stat_is_bypassed_by_full(ds, tmp_path, 
     assert dataset_manifest(ds, cache_dir=cache)[1] != dataset_manifest(ds)[1]  # the cache cannot see it
     full = cli("data", "verify", ds, "--full", "--json")
     assert full.code == 0 and json.loads(full.out)["root_sha256"] == dataset_manifest(ds)[1]
+
+
+# -- hostile input through the CLI: one line, exit 2, nothing written ---------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "link-out", "link-in"])
+def test_special_files_and_links_are_one_line_exit_2_and_nothing_is_written(ds, tmp_path, cli, kind):
+    where = ds / "train" / "n00000001" / "odd.JPEG"
+    if kind == "fifo":
+        os.mkfifo(where)
+    elif kind == "link-out":
+        where.symlink_to("/etc/hostname")
+    else:
+        where.symlink_to(ds / "train" / "n00000001" / "n00000001_0.JPEG")
+    for args in (["data", "verify", ds, "--full"], ["data", "prepare", ds, "--out", tmp_path / "out"]):
+        res = cli(*args)
+        assert res.code == 2 and res.err.count("\n") == 1 and "odd.JPEG" in res.err, (args, res.err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_jpeg_claiming_81_megapixels_is_a_skip_before_any_decode(ds, tmp_path):
+    target = ds / "train" / "n00000002" / "n00000002_1.JPEG"
+    data = bytearray(target.read_bytes())
+    sof = data.find(b"\xff\xc0")
+    assert sof > 0
+    data[sof + 5:sof + 9] = (9000).to_bytes(2, "big") * 2  # 81 M pixels: over MAX_PIXELS, under Pillow's own guard
+    target.write_bytes(bytes(data))
+    prepare(ds, tmp_path / "prep", size=160)
+    meta = json.loads((tmp_path / "prep" / "meta.json").read_text())
+    (skip,) = meta["skipped"]
+    assert skip["path"] == "train/n00000002/n00000002_1.JPEG" and "9000x9000" in skip["reason"]
+
+
+def test_synth_imagenet_cli_is_deterministic_and_verifies(tmp_path, cli):
+    roots = []
+    for name in ("a", "b"):
+        res = cli("data", "synth", "imagenet", "--classes", "2", "--per-class", "3", "--val-per-class", "1",
+                  "--side", "32", "--flat-val", "--seed", "4", "--out", tmp_path / name)
+        assert res.code == 0, res.err
+        v = cli("data", "verify", tmp_path / name, "--json", "--full")
+        assert v.code == 0, v.err
+        roots.append(json.loads(v.out)["root_sha256"])
+        assert f"root sha256 {roots[-1]}" in res.out
+    assert roots[0] == roots[1]
+    assert (tmp_path / "a" / "LOC_val_solution.csv").read_text().splitlines()[1].startswith(
+        "ILSVRC2012_val_00000001,n00000000 ")

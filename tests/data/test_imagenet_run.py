@@ -21,7 +21,7 @@ from runner.spec.workload_config import workload_config  # noqa: E402
 from runner.workload.harness.batches import Batches  # noqa: E402
 from runner.workload.harness.config import load_config  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
-from tests.reproduce.conftest import LOCAL_BASE, cpu_images, docker_client  # noqa: E402,F401
+from tests.reproduce.conftest import LOCAL_BASE, cpu_images, docker_client  # noqa: E402,F401,F811 (fixtures)
 
 TINY = {
     "name": "imagenet-tiny",
@@ -106,7 +106,7 @@ def test_synthetic_imagenet_spec_runs_locally(tmp_path):
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_synthetic_imagenet_spec_runs_in_the_cpu_images(cpu_images, tmp_path):
+def test_synthetic_imagenet_spec_runs_in_the_cpu_images(cpu_images, tmp_path):  # noqa: F811
     bundle = _reproduce(tmp_path, "docker")
     _check_bundle(bundle)
     import pyarrow.parquet as pq
