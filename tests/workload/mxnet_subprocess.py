@@ -24,19 +24,19 @@ REPO = Path(__file__).resolve().parents[2]
 JOBS = Path(__file__).with_name("mx_jobs.py")
 
 
-def mx_python() -> str | None:
-    """The MXNet interpreter, or None when there is none here (`just setup` creates it)."""
+def mx_python() -> tuple[str | None, str]:
+    """(the MXNet interpreter, "") or (None, why there is none here); `just setup` creates it."""
     try:
-        return python_for("mxnet", sys.executable)
-    except EngineError:
-        return None
+        return python_for("mxnet", sys.executable), ""
+    except EngineError as e:
+        return None, e.describe()
 
 
 def require_mxnet() -> str:
     """The MXNet interpreter, or skip the calling test with the reason."""
-    python = mx_python()
+    python, why = mx_python()
     if python is None:
-        pytest.skip("no .venv-mxnet (run `just setup`) and no RUNNER_MXNET_PYTHON: MXNet tests skipped")
+        pytest.skip(f"MXNet tests need an MXNet interpreter: {why}")
     return python
 
 

@@ -68,7 +68,8 @@ MX_NAME = {
 
 class _Trace:
     """Shared by one network's BatchNorm blocks while a graph is traced: whether this is the
-    training graph, and the batch statistics (mean, inverse std) collected in order."""
+    training graph, and the layers and their batch statistics (m x mean, m x biased variance)
+    collected in order."""
 
     def __init__(self) -> None:
         self.training = False
@@ -80,9 +81,10 @@ class _Trace:
 class CanonicalBatchNorm(HybridBlock):
     """BatchNorm over axis 1 whose running statistics are updated by the network (PyTorch's rule).
 
-    In the training graph it normalizes with the batch statistics and reports (mean, inverse
-    std) to the trace; in the eval graph, and always when frozen, it normalizes with the running
-    statistics. The fused operator's own running update is disabled (momentum 1.0).
+    In the training graph it normalizes with the batch statistics and reports them to the trace
+    (m x mean, m x biased variance, from the operator's mean and inverse std); in the eval graph,
+    and always when frozen, it normalizes with the running statistics. The fused operator's own
+    running update is disabled (momentum 1.0).
     """
 
     def __init__(self, layer: BatchNorm2d, frozen: bool, trace_: _Trace, **kwargs: Any) -> None:
@@ -290,6 +292,9 @@ class Network(HybridBlock):
         if not isinstance(out, (list, tuple)):
             return out
         logits, stats = out[0], out[1:]
+        if tuple(x.shape[1:]) != tuple(self.arch.input_shape):  # n = batch x H x W comes from the arch
+            raise ModelError(f"input {tuple(x.shape[1:])} is not the model's {tuple(self.arch.input_shape)}",
+                             field="model.input_size", fix="feed (N, C, H, W) batches of the model's input size")
         batch = x.shape[0]
         with autograd.pause():
             for i, bn in enumerate(self._trace.train_order):
