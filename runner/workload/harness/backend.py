@@ -23,7 +23,7 @@ class ParamCounts:
 
 class Backend(Protocol):
     framework: str
-    device: str  # "cpu" or "cuda:0" / "/GPU:0"
+    device: str  # "cpu" or "cuda:0" / "/GPU:0" / "gpu(0)"
 
     def setup(self) -> None:
         """Threads, seeds, determinism, precision policy: before any tensor exists."""
