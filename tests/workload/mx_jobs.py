@@ -134,8 +134,22 @@ def stock_optimizer(p: dict, arrays: dict) -> dict:
     return {"w": w.asnumpy()}
 
 
+def wrong_input(p: dict, arrays: dict) -> dict:
+    """A training batch of another input size: the error's field (BatchNorm's n would be wrong)."""
+    from runner.errors import ModelError
+
+    arch = build_arch(ModelConfig.from_dict(p["model"]))
+    net = mx_impl.build(arch)
+    try:
+        with autograd.record():
+            net(mx.nd.zeros((2, 3, 16, 16)))
+    except ModelError as e:
+        return {"field": np.array(e.field)}
+    return {"field": np.array("")}
+
+
 JOBS = {f.__name__: f for f in (describe, eval_logits, step, train_steps, optimizer, gluon_parameters,
-                                 stock_optimizer)}
+                                 stock_optimizer, wrong_input)}
 
 if __name__ == "__main__":
     job, folder = sys.argv[1], Path(sys.argv[2])

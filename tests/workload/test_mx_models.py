@@ -209,3 +209,9 @@ def test_frozen_batchnorm_keeps_its_statistics(torch_mod, tmp_path):
     assert not np.array_equal(b["bn2.running_mean"], w0["bn2.running_mean"])
     assert not np.array_equal(b["conv2.weight"], w0["conv2.weight"])
     assert_same_step(w0, a, b, "frozen conv1/bn1", 1e-9)
+
+
+def test_a_training_batch_of_another_size_is_refused(tmp_path):
+    # BatchNorm's unbiased-variance factor uses n = batch x H x W from the arch's shapes
+    out = run_job("wrong_input", tmp_path, {"model": STEP_CONFIGS["simple_cnn"]})
+    assert str(out["field"]) == "model.input_size"  # a ModelError, before the graph runs

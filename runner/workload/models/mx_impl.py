@@ -288,13 +288,13 @@ class Network(HybridBlock):
     def forward(self, x: Any) -> Any:  # type: ignore[override]
         if not autograd.is_training():
             return self.eval_graph(x)
+        if tuple(x.shape[1:]) != tuple(self.arch.input_shape):  # BatchNorm's n = batch x H x W, from the arch
+            raise ModelError(f"training input {tuple(x.shape[1:])} is not the model's {tuple(self.arch.input_shape)}",
+                             field="model.input_size", fix="feed (N, C, H, W) batches of the model's input size")
         out = self.train_graph(x)
         if not isinstance(out, (list, tuple)):
             return out
         logits, stats = out[0], out[1:]
-        if tuple(x.shape[1:]) != tuple(self.arch.input_shape):  # n = batch x H x W comes from the arch
-            raise ModelError(f"input {tuple(x.shape[1:])} is not the model's {tuple(self.arch.input_shape)}",
-                             field="model.input_size", fix="feed (N, C, H, W) batches of the model's input size")
         batch = x.shape[0]
         with autograd.pause():
             for i, bn in enumerate(self._trace.train_order):
