@@ -64,6 +64,7 @@ class RunRequest:
     gpus: int = 0
     time_limit_s: int | None = None
     weights_path: Path | None = None  # pretrained .npz (sha256 already checked), mounted read-only
+    replicas: int = 1  # data-parallel replicas (run.json's parallel.replicas): PyTorch's start under torchrun
 
     @property
     def devices(self) -> tuple[int, ...]:
@@ -76,7 +77,10 @@ class RunRequest:
         return Limits(cpus=self.cpus, memory=self.memory, shm=self.shm, time_s=self.time_limit_s)
 
     def argv(self, config: str, data: str, out: str, weights: str | None = None) -> list[str]:
-        argv = ["-m", "runner.workload", "run", "--config", config, "--data", data, "--out", out]
+        from runner.engine.launcher import workload_module
+
+        argv = [*workload_module(self.framework, self.replicas), "run", "--config", config, "--data", data,
+                "--out", out]
         return argv + ["--weights", weights] if weights is not None else argv
 
 
@@ -210,6 +214,12 @@ class Engine(Protocol):
     def sampler_kwargs(self, target: object) -> dict:
         """How the telemetry sampler watches a running run's `sample_target`:
         `{"container": c}` (Docker stats) or `{"pid": p}` (process tree)."""
+
+    def workload_tool(self, image_id: str | None, argv: list[str], code_dir: Path, timeout: float = 600) -> str:
+        """stdout of a describe-only workload command (`info`, `models`) where runs run; EngineError if it fails."""
+
+    def remove_leftovers(self, bundle_id: str) -> int:
+        """Remove whatever a bundle's interrupted runs left (containers); how many."""
 
 
 def classify_exit(exit_code: int | None, killed_reason: str | None, oom: bool = False) -> str | None:

@@ -164,8 +164,20 @@ class DockerEngine:
         return {"kind": "docker", "isolated": True, "version": version.get("Version"),
                 "api_version": version.get("ApiVersion")}
 
+    @property
+    def docker(self):
+        """The client images are built with (runner.images)."""
+        return self.client
+
     def sampler_kwargs(self, target: object) -> dict:
         return {"container": target}  # Docker's stats API
+
+    def workload_tool(self, image_id: str, argv: list[str], code_dir: Path, timeout: float = 600) -> str:
+        """stdout of a describe-only workload command (info, models) in the image; see run_workload_tool."""
+        return run_workload_tool(self.client, image_id, argv, code_dir, timeout)
+
+    def remove_leftovers(self, bundle_id: str) -> int:
+        return remove_containers(self.client, bundle_id)
 
     def launch(self, request: RunRequest) -> Launch:
         return container_launch(request, self.name)

@@ -96,6 +96,21 @@ class LocalEngine:
     def sampler_kwargs(self, target: object) -> dict:
         return {"pid": target}  # the process tree
 
+    def workload_tool(self, image_id: str | None, argv: list[str], code_dir: Path, timeout: float = 600) -> str:
+        """stdout of a describe-only workload command (info, models) in the local Python."""
+        try:
+            proc = run_workload_tool(argv, code_dir, timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise EngineError(f"`{' '.join(argv)}` in the local Python failed: {type(e).__name__}: {e}",
+                              fix="check the local Python (`runner doctor`)") from None
+        if proc.returncode != 0:
+            raise EngineError(f"`{' '.join(argv)}` in the local Python exited {proc.returncode}: "
+                              f"{' '.join(proc.stderr.split())[-300:]}", fix="check the local Python")
+        return proc.stdout
+
+    def remove_leftovers(self, bundle_id: str) -> int:
+        return 0  # each run is its own process group, stopped by its job
+
     def launch(self, request: RunRequest) -> Launch:
         """The host's interpreter (or the framework's own venv) with host paths; the mounts are
         recorded for the reader (nothing is mounted: the run sees the host's filesystem)."""

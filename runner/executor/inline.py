@@ -110,9 +110,9 @@ class InlineJob:
                 self._sampler = factory(self.launch, self._handle.sample_target, self._executor.engine)
                 if self._sampler is not None:
                     self._sampler.start()
-            except Exception as e:  # noqa: BLE001 - telemetry is lost, the run is not
-                self._problems.append(f"telemetry sampler: {one_line(e)}")
+            except Exception as e:  # noqa: BLE001 - a host-side error while starting: the run is stopped, as before
                 self._sampler = None
+                self._stop(f"runner error: {one_line(e)}")
 
     def _stop(self, reason: str) -> None:
         """Stop the run; an engine that fails to is noted in the reason (finish() still bounds the wait)."""

@@ -1,7 +1,10 @@
 """One reproduction session: validate, plan, prepare data, pick images, fingerprint, run, bundle.
 
-Failed runs are rows with a reason and the sweep goes on. Ctrl-C stops the current run (its
-container is removed), leaves the partial bundle in place, and says how to `--resume` it.
+The engine describes each run (`Engine.launch`), the executor places it (`runner/executor`:
+inline on this machine, one after another; Slurm on a cluster). The session submits every run,
+then follows the jobs: live progress from each run's events.jsonl, one row per run as it ends.
+Failed runs are rows with a reason and the sweep goes on. Ctrl-C cancels every job (a running
+container is stopped and removed), leaves the partial bundle in place, and says how to `--resume` it.
 """
 
 from __future__ import annotations
@@ -9,19 +12,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
-from runner.engine.base import Engine, RunOutcome, RunRequest
+from runner.engine.base import Engine, Launch, RunOutcome, RunRequest
 from runner.errors import RunnerError
+from runner.executor.base import Executor, Job, JobState
+from runner.executor.choose import ExecutionFlags
+from runner.executor.inline import host_failure, one_line
 from runner.spec.plan import Plan, Run
-from runner.spec.workload_config import workload_config
+from runner.spec.workload_config import parallel_section, workload_config
 
 POLL_S = 0.5
 
@@ -37,6 +42,7 @@ class SessionOptions:
     redact: bool = True
     telemetry_hz: float = 1.0
     base: str | None = None  # build base instead of the catalog's digest (no registry here)
+    execution: ExecutionFlags = field(default_factory=ExecutionFlags)  # --executor, --partition, ... over the spec
 
 
 @dataclass(frozen=True)
@@ -59,90 +65,114 @@ class RunRecord:
     summary: dict = field(default_factory=dict)
 
 
-def _time_limit(run: Run) -> int | None:
-    return run.resolved["resources"]["time_limit_s"]
+@dataclass
+class Followed:
+    """A submitted job as the session follows it: its events, and what to call as it goes."""
+
+    job: Job
+    out_dir: Path
+    on_event: Callable[[dict], None]
+    started: bool = False
+    problems: list[str] = field(default_factory=list)
+    _tail: object = None
+
+    def tail(self, final: bool = False) -> None:
+        """New events to on_event. A host-side error while following stops the run (the stop's reason
+        says why); after the run's end (`final`) it is added to the run's reason. The sweep goes on."""
+        from runner.reproduce.tail import EventTail
+
+        if self._tail is None:
+            self._tail = EventTail(self.out_dir / "events.jsonl")
+        try:
+            for event in self._tail.poll():
+                self.on_event(event)
+        except Exception as e:  # noqa: BLE001
+            if final:
+                self.problems.append(f"runner error: {one_line(e)}")
+            else:
+                self.job.cancel(f"runner error: {one_line(e)}")
+
+
+def follow(followed: list[Followed], on_start: Callable[[Followed], None],
+           on_end: Callable[[Followed, RunOutcome], None], poll_s: float = POLL_S) -> None:
+    """Poll every job until each has ended and been finished; on_start when a job leaves the queue,
+    on_end with its outcome. Ctrl-C (any BaseException): every job is cancelled, the started ones
+    finished (bounded: the engines' grace periods), then it propagates."""
+    active = list(followed)
+    try:
+        while active:
+            ended_any = False
+            for f in list(active):
+                try:
+                    state = f.job.poll()
+                except Exception as e:  # noqa: BLE001 - an executor that lost track: stop it, finish() says
+                    f.problems.append(f"runner error: {one_line(e)}")
+                    f.job.cancel(f"runner error: {one_line(e)}")
+                    state = JobState.ENDED
+                if state is JobState.PENDING:
+                    continue
+                if not f.started:
+                    f.started = True
+                    on_start(f)
+                if state is JobState.RUNNING:
+                    f.tail()
+                    continue
+                outcome = _finish(f)
+                active.remove(f)
+                ended_any = True
+                on_end(f, outcome)
+            if active and not ended_any:
+                time.sleep(poll_s)
+    except BaseException:
+        for f in active:
+            _quietly(f.job.cancel, "interrupted")
+        for f in active:
+            if f.started:
+                _quietly(f.job.finish)
+        raise
+
+
+def _finish(f: Followed) -> RunOutcome:
+    t0 = time.monotonic()
+    try:
+        outcome = f.job.finish()
+    except Exception as e:  # noqa: BLE001 - the executor lost the run: a failed row, the sweep goes on
+        outcome = host_failure("the executor could not finish the run", e, t0)
+    f.tail(final=True)  # the run's last events
+    if f.problems:
+        outcome.reason = "; ".join([outcome.reason or "failed on the host side", *f.problems])
+    return outcome
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001, S110 - cleaning up after Ctrl-C: the interruption is what is reported
+        pass
 
 
 def execute_run(engine: Engine, request: RunRequest, on_event,
                 sampler_factory=None) -> tuple[RunOutcome, list, dict | None]:
-    """Start one run, follow its events, enforce its time limit, always finish it.
+    """One run through the inline executor: started, followed (events, time limit), always finished.
 
-    A run that fails on the host side (the engine refuses to start it, loses it, or the host
-    errs while following it) comes back as a failed outcome with the reason: the sweep goes on.
-    Only Ctrl-C (or another BaseException) propagates, after the run is stopped and finished.
+    sampler_factory(sample_target) -> a sampler, or None. A run that fails on the host side is a
+    failed outcome with the reason; only Ctrl-C (or another BaseException) propagates, after the
+    run is stopped and finished.
     """
-    from runner.reproduce.tail import EventTail
+    from runner.executor.inline import InlineExecutor
 
-    tail = EventTail(request.out_dir / "events.jsonl")
-    started = time.monotonic()
+    factory = (lambda launch, target, eng: sampler_factory(target)) if sampler_factory else None
+    executor = InlineExecutor(engine, factory)
+    t0 = time.monotonic()
     try:
-        handle = engine.start(request)
-    except Exception as e:  # noqa: BLE001 - EngineError, the SDK's errors, OSError: a failed row
-        return _host_failure("the engine could not start the run", e, started), [], None
-    sampler = None
-    problems: list[str] = []
-    stop: BaseException | None = None
-    stopped_for: str | None = None
-    try:
-        sampler = sampler_factory(handle.sample_target) if sampler_factory else None
-        if sampler:
-            sampler.start()
-        while handle.poll() is None:
-            for event in tail.poll():
-                on_event(event)
-            if request.time_limit_s and time.monotonic() - started > request.time_limit_s:
-                stopped_for = f"time limit ({request.time_limit_s} s)"
-                _stop(handle, stopped_for, problems)
-                break
-            time.sleep(POLL_S)
-    except BaseException as e:  # Ctrl-C, or a host-side error: never leave the run (a container) behind
-        stop = e
-        stopped_for = f"runner error: {_one_line(e)}" if isinstance(e, Exception) else "interrupted"
-        _stop(handle, stopped_for, problems)
-    try:
-        outcome = handle.finish()
-    except Exception as e:  # noqa: BLE001 - the engine lost the run: a failed row, the sweep goes on
-        outcome = _host_failure("the engine could not finish the run", e, started, stopped_for)
-    finally:
-        samples = _stop_sampler(sampler, problems)
-    if stop is not None and not isinstance(stop, Exception):
-        raise stop
-    try:
-        for event in tail.poll():
-            on_event(event)
-    except Exception as e:  # noqa: BLE001
-        problems.append(f"runner error: {_one_line(e)}")
-    if problems:
-        outcome.reason = "; ".join([outcome.reason or "failed on the host side", *problems])
-    return outcome, samples, sampler.status() if sampler else None
-
-
-def _one_line(e: BaseException) -> str:
-    text = e.describe() if isinstance(e, RunnerError) else f"{type(e).__name__}: {e}"
-    return " ".join(text.split())[:500]
-
-
-def _host_failure(what: str, e: Exception, started: float, stopped_for: str | None = None) -> RunOutcome:
-    reason = f"{stopped_for + '; ' if stopped_for else ''}{what}: {_one_line(e)}"
-    return RunOutcome(exit_code=None, reason=reason, log=reason + "\n", wall_s=time.monotonic() - started)
-
-
-def _stop(handle, reason: str, problems: list[str]) -> None:
-    """Stop a run; an engine that fails to is noted in the run's reason (finish() still bounds the wait)."""
-    try:
-        handle.kill(reason)
-    except Exception as e:  # noqa: BLE001 - EngineError and the SDK's errors: noted, finish() goes on
-        problems.append(f"stopping it failed: {_one_line(e)}")
-
-
-def _stop_sampler(sampler, problems: list[str]) -> list:
-    if sampler is None:
-        return []
-    try:
-        return sampler.stop()
-    except Exception as e:  # noqa: BLE001 - telemetry is lost, the run's result is not
-        problems.append(f"telemetry sampler: {_one_line(e)}")
-        return []
+        launch = engine.launch(request)
+    except Exception as e:  # noqa: BLE001 - e.g. no image: a failed outcome, like a refused start
+        return host_failure("the engine could not start the run", e, t0), [], None
+    outcomes: list[RunOutcome] = []
+    follow([Followed(executor.submit(request.run_id, launch, engine.name), request.out_dir, on_event)],
+           on_start=lambda f: None, on_end=lambda f, o: outcomes.append(o))
+    outcome = outcomes[0]
+    return outcome, outcome.telemetry, outcome.telemetry_status
 
 
 def write_run_config(run: Run, run_dir: Path) -> Path:
@@ -167,15 +197,27 @@ def reason_line(exc: RunnerError) -> str:
     return exc.describe()
 
 
-def _select_engine(choice: str, console: Console):
-    """`auto`: docker when an engine answers, else local (said plainly)."""
+def _select_engine(choice: str, console: Console) -> Engine:
+    """The engine object for `choice`; `auto`: docker when an engine answers, else local (said plainly).
+
+    Each kind is its own type (DockerEngine, PodmanEngine, LocalEngine): no value stands for "local".
+    """
     from runner.engine.local_engine import LocalEngine
     from runner.errors import EngineError
 
     if choice == "local":
-        return LocalEngine(), None
+        return LocalEngine()
     from runner.engine.docker_client import connect
 
+    if choice == "podman":
+        from runner.engine.podman_engine import PodmanEngine
+
+        engine = PodmanEngine.connect()
+        try:
+            engine.docker = connect(timeout=10)  # images are built by Docker and moved into podman
+        except EngineError:
+            console.print("[yellow]no Docker engine answers: podman runs only images already in its storage[/]")
+        return engine
     try:
         client = connect(timeout=10)
     except EngineError:
@@ -183,10 +225,57 @@ def _select_engine(choice: str, console: Console):
             raise
         console.print("[yellow]no container engine answers: runs execute in the local Python, NOT isolated "
                       "(no image digest); the bundle records this[/]")
-        return LocalEngine(), None
+        return LocalEngine()
     from runner.engine.docker_engine import DockerEngine
 
-    return DockerEngine(client), client
+    return DockerEngine(client)
+
+
+def _select_executor(plan: Plan, engine: Engine, opts: SessionOptions) -> Executor:
+    """The spec's `execution` with the CLI's flags over it (runner/executor/choose.py: inline, slurm).
+    Slurm is checked here (reachable, partition, GRES, sbatch --test-only): before anything is written."""
+    from runner.executor.choose import make_executor, plan_shapes
+
+    execution = opts.execution.apply(plan.experiment.execution, opts.engine)
+    return make_executor(execution, engine, _sampler_factory(opts), lambda: plan_shapes(plan), opts.telemetry_hz)
+
+
+def _sampler_factory(opts: SessionOptions):
+    """A telemetry sampler beside each run: NVML for the run's own GPUs (the Launch's devices),
+    the engine's view of the run (Docker stats, or the process tree), and the host's CPU load."""
+    from runner.telemetry.sampler import TelemetrySampler
+
+    def factory(launch: Launch, target: object, engine: Engine):
+        return TelemetrySampler(1.0 / opts.telemetry_hz, gpus=launch.devices, host=True,
+                                **engine.sampler_kwargs(target))
+
+    return factory
+
+
+def _resolve_images(engine: Engine, plan: Plan, opts: SessionOptions, console: Console,
+                    rerun: Rerun | None) -> dict:
+    """Each framework's image: built by Docker (runner.images); for podman, moved into its storage."""
+    from runner.reproduce.images import ImageChoice, resolve_images
+
+    if not engine.isolated:  # the local engine: the host's own Python runs every framework, no image
+        return {f.value: ImageChoice(f.value, None, None) for f in plan.experiment.frameworks}
+    images = resolve_images(engine.docker, plan, opts.build, opts.base, console,
+                            pinned=rerun.images if rerun else None)
+    prepare = getattr(engine, "ensure_image", None)  # podman: images move from Docker
+    if prepare is None:
+        return images
+    import dataclasses
+
+    for fw, choice in list(images.items()):
+        if choice.error or choice.image_id is None:
+            continue
+        try:
+            prepare(choice.image_id)
+            console.print(f"image {choice.name}: in {engine.name}'s storage")
+        except RunnerError as e:
+            images[fw] = dataclasses.replace(choice, error=e.describe())
+            console.print(f"[yellow]{fw}: {e.describe()}; its runs will be failed rows[/]")
+    return images
 
 
 def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None = None,
@@ -202,7 +291,8 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     spec_text = Path(spec_path).read_text(encoding="utf-8")
     exp = plan.experiment
     engine_choice = exp.execution.engine if opts.engine == "spec" else opts.engine
-    engine, client = _select_engine(engine_choice, console)
+    engine = _select_engine(engine_choice, console)
+    executor = _select_executor(plan, engine, opts)
     describe_plan(plan, console)
     from runner.weights.check import plan_weights
 
@@ -214,10 +304,7 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     console.print(f"dataset {dataset.name}: verified, root sha256 {dataset.source_root_hash[:16]}"
                   f"{' (synthetic)' if dataset.synthetic else ''}")
 
-    from runner.reproduce.images import resolve_images
-
-    images = resolve_images(client, plan, opts.build, opts.base, console,
-                            pinned=rerun.images if rerun else None)
+    images = _resolve_images(engine, plan, opts, console, rerun)
 
     from runner.bundle.writer import BundleWriter
     from runner.fingerprint.redact import Redaction
@@ -229,19 +316,16 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
         writer = BundleWriter.create(opts.results_root, plan, spec_text, redaction,
                                      code_root=rerun.code if rerun else None)
     try:
-        _fingerprint(writer, engine, client, images, dataset)
+        _fingerprint(writer, engine, executor, images, dataset)
         if weights is not None:
             writer.add_environment("weights", weights.fingerprint())
-        records = _run_all(plan, writer, engine, images, dataset, opts, console, weights)
+        records = _run_all(plan, writer, engine, executor, images, dataset, opts, console, weights)
     except KeyboardInterrupt:
         writer.close()
-        if client is not None:
-            from runner.engine.docker_engine import remove_containers
-
-            try:
-                remove_containers(client, writer.partial.name)
-            except RunnerError as e:  # said, and the interruption still ends the command
-                console.print(f"[yellow]{e.describe()}[/]")
+        try:
+            engine.remove_leftovers(writer.partial.name)
+        except RunnerError as e:  # said, and the interruption still ends the command
+            console.print(f"[yellow]{e.describe()}[/]")
         console.print(f"[yellow]interrupted[/]: partial bundle kept at {writer.partial}; "
                       f"finish it with `runner reproduce {spec_path} --resume {writer.partial}`")
         raise
@@ -258,51 +342,44 @@ def _readable_tree(path: Path) -> None:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
-def framework_info(engine, client, image_id: str | None, framework: str, code_dir: Path) -> dict:
+def framework_info(engine: Engine, image_id: str | None, framework: str, code_dir: Path) -> dict:
     """`python -m runner.workload info` where the runs will run: in the image, or the local Python."""
     argv = ["-m", "runner.workload", "info", "--framework", framework]
-    if client is None:
-        from runner.engine.local_engine import run_workload_tool as run_local
-
-        try:
-            proc = run_local(argv, code_dir, timeout=300)
-            out, ok, err = proc.stdout, proc.returncode == 0, proc.stderr
-        except (OSError, subprocess.TimeoutExpired) as e:  # recorded; the runs themselves will show it
-            out, ok, err = "", False, f"{type(e).__name__}: {e}"
-    else:
-        from runner.engine.docker_engine import run_workload_tool
-
-        try:
-            out, ok, err = run_workload_tool(client, image_id, argv, code_dir, timeout=300), True, ""
-        except Exception as e:  # noqa: BLE001 - recorded, the runs themselves will show the failure
-            out, ok, err = "", False, str(e)
-    if ok:
-        try:
-            return json.loads(out)
-        except json.JSONDecodeError:
-            err = f"not JSON: {out[:200]}"
-    return {"framework": framework, "error": " ".join(err.split())[-500:]}
+    try:
+        out = engine.workload_tool(image_id, argv, code_dir, timeout=300)
+    except Exception as e:  # noqa: BLE001 - recorded; the runs themselves will show the failure
+        return {"framework": framework, "error": " ".join(one_line(e).split())[-500:]}
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        return {"framework": framework, "error": f"not JSON: {out[:200]}"}
 
 
-def _fingerprint(writer, engine, client, images, dataset) -> None:
+def _fingerprint(writer, engine: Engine, executor: Executor, images, dataset) -> None:
+    """The submitting machine's facts (each run adds its own node's: runs/<id>/environment.json)."""
     from runner.fingerprint.gpu import gpu_fingerprint
     from runner.fingerprint.host import host_fingerprint
 
-    writer.add_environment("host", host_fingerprint(client))
+    docker = getattr(engine, "docker", None)  # the Docker engine's facts, when one builds the images
+    writer.add_environment("host", host_fingerprint(docker))
     writer.add_environment("gpu", gpu_fingerprint())
     writer.add_environment("engine", engine.describe())
+    writer.add_environment("executor", executor.describe())
     writer.add_environment("dataset", dataset.fingerprint())
     code_dir = writer.partial / "code"
     _readable_tree(code_dir)
     for fw, choice in images.items():
         if choice.error:
             continue
-        info = framework_info(engine, client, choice.image_id, fw, code_dir)
+        info = framework_info(engine, choice.image_id, fw, code_dir)
         info["image"] = {"name": choice.name, "id": choice.image_id}
-        if client is not None:
+        if docker is not None and choice.image_id is not None:
             from runner.images.inspect import image_fingerprint
 
-            info["image"] |= image_fingerprint(client, choice.image_id)
+            info["image"] |= image_fingerprint(docker, choice.image_id)
+        facts = getattr(engine, "image_facts", None)
+        if facts is not None and choice.image_id is not None:
+            info["image"] |= facts(choice.image_id)
         writer.add_environment(f"images/{choice.name or 'local-' + fw}", info)
 
 
@@ -315,10 +392,28 @@ def removed_after(folder: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, console: Console,
-             weights=None) -> list[RunRecord]:
+def _request(run: Run, writer, dataset, code_dir: Path, image_id: str | None, run_dir: Path,
+             weights) -> RunRequest:
+    """The run's scratch folder (run.json, out/) and its request."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    out_dir = run_dir / "out"
+    out_dir.mkdir(parents=True)
+    config = write_run_config(run, run_dir)
+    res = run.resolved["resources"]
+    return RunRequest(
+        run_id=run.id, bundle_id=writer.partial.name, framework=run.framework, variant=run.resolved["variant"],
+        config_path=config, data_dir=dataset.prepared.resolve(), out_dir=out_dir, code_dir=code_dir,
+        image_id=image_id, threads=res["threads"], cpus=res["cpus"], memory=res["memory"],
+        shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"],
+        weights_path=weights.path.resolve() if weights is not None else None,
+        replicas=parallel_section(res, run.recipe)["replicas"])
+
+
+def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dataset, opts: SessionOptions,
+             console: Console, weights=None) -> list[RunRecord]:
+    """Submit every run that is still to do, then follow them all; a row per run as it ends."""
     from runner.reproduce.live import LiveView
-    from runner.telemetry.sampler import TelemetrySampler
 
     done = writer.completed
     todo = [r for r in plan.runs if r.id not in done]
@@ -332,49 +427,56 @@ def _run_all(plan: Plan, writer, engine, images, dataset, opts: SessionOptions, 
             rec = writer.state["runs"][run.id]
             records.append(RunRecord(run, rec["status"], rec.get("reason"), 0.0, rec.get("image_id"),
                                      rec.get("summary", {})))
+    base_env = {"engine": engine.name, "isolated": engine.isolated, "executor": executor.name,
+                "dataset_sha256": dataset.source_root_hash}
+    if weights is not None:
+        base_env["weights_sha256"] = weights.sha256
     with removed_after(scratch), LiveView(console, len(todo)) as live:  # on every exit path, Ctrl-C too
-        for run in todo:
-            choice = images[run.framework]
-            live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
-            env = {"engine": engine.name, "isolated": engine.isolated, "dataset_sha256": dataset.source_root_hash}
-            if weights is not None:
-                env["weights_sha256"] = weights.sha256
-            if choice.error:
-                summary = writer.add_run(run, status="failed", reason=choice.error, image_id=None,
-                                         log_text=choice.error, environment=env)
-                records.append(RunRecord(run, "failed", choice.error, 0.0, None, summary))
-                live.end_run("failed")
-                continue
-            run_dir = scratch / run.id
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            out_dir = run_dir / "out"
-            out_dir.mkdir(parents=True)
-            config = write_run_config(run, run_dir)
-            res = run.resolved["resources"]
-            request = RunRequest(
-                run_id=run.id, bundle_id=writer.partial.name, framework=run.framework, variant=run.resolved["variant"],
-                config_path=config, data_dir=dataset.prepared.resolve(), out_dir=out_dir, code_dir=code_dir,
-                image_id=choice.image_id, threads=res["threads"], cpus=res["cpus"], memory=res["memory"],
-                shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"],
-                weights_path=weights.path.resolve() if weights is not None else None)
+        followed: list[Followed] = []
+        runs: dict[int, tuple[Run, Path]] = {}
+        shown: list[Followed] = []  # the run the live view follows: the last one started
 
-            def sampler_factory(target, _docker=choice.image_id is not None, _gpus=tuple(range(res["gpus"]))):
-                # the run's GPUs: NVML indices 0..N-1, as docker's device request (count=N) assigns them;
-                # the host's CPU load is sampled too, so a busy machine shows in the bundle
-                return TelemetrySampler(1.0 / opts.telemetry_hz, gpus=_gpus, container=target if _docker else None,
-                                        pid=None if _docker else target, host=True)
-
-            outcome, samples, telemetry_status = execute_run(engine, request, live.on_event, sampler_factory)
-            shutil.copyfile(config, out_dir / "run.json")  # the bundle keeps the config the host wrote
-            status = "ok" if outcome.ok else "failed"
-            summary = writer.add_run(run, status=status, reason=outcome.reason, out_dir=out_dir,
-                                     log_text=outcome.log, image_id=choice.image_id, telemetry=samples,
-                                     telemetry_status=telemetry_status,
-                                     environment=env | {"wall_s": round(outcome.wall_s, 3)} | outcome.extra)
+        def record(run: Run, status: str, reason: str | None, **kw) -> None:
+            summary = writer.add_run(run, status=status, reason=reason, image_id=images[run.framework].image_id,
+                                     **kw)
             final = summary.get("status", status)
-            records.append(RunRecord(run, final, summary.get("failure_reason", outcome.reason), outcome.wall_s,
-                                     choice.image_id, summary))
+            records.append(RunRecord(run, final, summary.get("failure_reason", reason),
+                                     kw.get("environment", {}).get("wall_s", 0.0), images[run.framework].image_id,
+                                     summary))
             live.end_run(final)
+
+        for run in todo:  # submit every run
+            choice = images[run.framework]
+            if choice.error:
+                live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
+                record(run, "failed", choice.error, log_text=choice.error, environment=dict(base_env))
+                continue
+            request = _request(run, writer, dataset, code_dir, choice.image_id, scratch / run.id, weights)
+            try:
+                launch = engine.launch(request)
+                job = executor.submit(run.id, launch, engine.name)
+            except RunnerError as e:
+                live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
+                record(run, "failed", e.describe(), log_text=e.describe() + "\n", environment=dict(base_env))
+                continue
+            f = Followed(job, request.out_dir, lambda event, _f=None: None)
+            f.on_event = (lambda event, _f=f: live.on_event(event) if shown and shown[-1] is _f else None)
+            followed.append(f)
+            runs[id(f)] = (run, scratch / run.id)
+
+        def on_start(f: Followed) -> None:
+            run, _ = runs[id(f)]
+            shown.append(f)
+            live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
+
+        def on_end(f: Followed, outcome: RunOutcome) -> None:
+            run, run_dir = runs[id(f)]
+            out_dir = run_dir / "out"
+            shutil.copyfile(run_dir / "run.json", out_dir / "run.json")  # the bundle keeps the config the host wrote
+            env = base_env | {"wall_s": round(outcome.wall_s, 3), "node": outcome.node} | outcome.extra
+            record(run, "ok" if outcome.ok else "failed", outcome.reason, out_dir=out_dir, log_text=outcome.log,
+                   telemetry=outcome.telemetry, telemetry_status=outcome.telemetry_status, environment=env)
             shutil.rmtree(run_dir, ignore_errors=True)
+
+        follow(followed, on_start, on_end)
     return records

@@ -377,7 +377,7 @@ class Execution(Strict):
     `executor: inline`, where nothing would read them.
     """
 
-    engine: Literal["auto", "docker", "local"] = "auto"
+    engine: Literal["auto", "docker", "podman", "local"] = "auto"
     executor: Literal["inline", "slurm"] = "inline"
     partition: SlurmName | None = Field(None, description="sbatch --partition (default: the cluster's)")
     time: SlurmTime | None = Field(None, description="sbatch --time: the job's limit, Slurm's format")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.engine.base import RunOutcome, RunRequest
+from runner.engine.base import Launch, RunOutcome, RunRequest
 from runner.errors import EngineError
 from runner.reproduce.session import execute_run
 
@@ -35,6 +35,11 @@ class FakeHandle:
         return RunOutcome(exit_code=137, reason=self.killed, log="", wall_s=0.0)
 
 
+def fake_launch(request: RunRequest) -> Launch:
+    return Launch(run_id=request.run_id, bundle_id=request.bundle_id, engine="fake", argv=("python3",), env={},
+                  mounts=(), out_dir=request.out_dir, limits=request.limits)
+
+
 class FakeEngine:
     name, isolated = "fake", True
 
@@ -42,7 +47,10 @@ class FakeEngine:
         self.handle = FakeHandle(**handle)
         self.start_error = start_error
 
-    def start(self, request):
+    def launch(self, request):
+        return fake_launch(request)
+
+    def run(self, launch):
         if self.start_error:
             raise self.start_error
         return self.handle

@@ -13,6 +13,7 @@ import runner.reproduce.session as session
 from runner.engine.base import RunOutcome
 from runner.errors import EngineError
 from tests.helpers import REPO
+from tests.reproduce.test_execute_run import fake_launch
 
 TINY = REPO / "tests" / "specs" / "tiny.yaml"
 
@@ -44,7 +45,13 @@ class ScriptedEngine:
     def describe(self) -> dict:
         return {"kind": "fake"}
 
-    def start(self, request):
+    def launch(self, request):
+        return fake_launch(request)
+
+    def remove_leftovers(self, bundle_id: str) -> int:
+        return 0
+
+    def run(self, request):
         self.started.append(request.run_id)
         assert request.out_dir.is_dir()  # the run's scratch exists while it runs
         error = self.errors.pop(0)
@@ -54,7 +61,7 @@ class ScriptedEngine:
 
 
 def _reproduce(tmp_path: Path, monkeypatch, engine: ScriptedEngine) -> Path:
-    monkeypatch.setattr(session, "_select_engine", lambda choice, console: (engine, None))
+    monkeypatch.setattr(session, "_select_engine", lambda choice, console: engine)
     monkeypatch.setattr(session, "framework_info", lambda *a, **k: {"framework": "fake"})
     opts = session.SessionOptions(data_root=tmp_path / "data", results_root=tmp_path / "results",
                                   cache=tmp_path / "cache", engine="local")
