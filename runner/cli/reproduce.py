@@ -18,6 +18,7 @@ DEFAULT_CACHE = Path(".cache/runner")
 class EngineChoice(StrEnum):
     auto = "auto"
     docker = "docker"
+    podman = "podman"
     local = "local"
     spec = "spec"
 
