@@ -7,7 +7,7 @@ refused by `runner plan`, and the error names the SPEC field (mapped back from t
 field) and its line: the sweep's grid or override when the value came from there.
 
 Runs are checked once per distinct resolved recipe (the model, dataset and measurement sections
-are shared by every run of a plan). What a framework cannot do (MXNet: amp_bf16, fp16 on CPU,
+are shared by every run of a plan). What a framework cannot do (MXNet: fp16 on CPU, bf16 on cuda,
 compile) is refused per framework from the workload's own table (runner.workload.capabilities),
 naming the spec field. Every module imported here is stdlib + numpy + runner.
 """

@@ -31,8 +31,8 @@ class Lack:
 LACKS: dict[str, tuple[Lack, ...]] = {
     "mxnet": (
         Lack("train.precision", "amp_bf16",
-             "MXNet 1.9.1 has no bfloat16 mixed precision for Gluon training (its bf16 AMP converts "
-             "symbolic CPU graphs for inference)", "use precision fp32 (or amp_fp16 on a cuda variant)"),
+             "MXNet 1.9.1's bfloat16 mixed precision (contrib.amp) runs on CPUs only (oneDNN)",
+             "use precision fp32 or amp_fp16 on a cuda variant", variants=("cuda",)),
         Lack("train.precision", "amp_fp16",
              "MXNet 1.9.1's float16 mixed precision (contrib.amp) runs on GPUs only",
              "use precision fp32 on CPU, or variant cuda", variants=("cpu", "ppc64le")),

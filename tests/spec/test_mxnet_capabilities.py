@@ -30,14 +30,15 @@ def _plan(tmp_path: Path, frameworks: list[str], variant: str = "cpu", sweeps: l
     return plan_file(path), path
 
 
-@pytest.mark.parametrize(("recipe", "field", "words"), [
-    ({"precision": "amp_bf16"}, "recipe.precision", "bfloat16"),
-    ({"precision": "amp_fp16"}, "recipe.precision", "GPUs only"),
-    ({"compile": True}, "recipe.compile", "hybridize"),
+@pytest.mark.parametrize(("variant", "recipe", "field", "words"), [
+    ("cuda", {"precision": "amp_bf16"}, "recipe.precision", "CPUs only"),
+    ("cpu", {"precision": "amp_fp16"}, "recipe.precision", "GPUs only"),
+    ("cpu", {"compile": True}, "recipe.compile", "hybridize"),
+    ("cuda", {"compile": True}, "recipe.compile", "hybridize"),
 ])
-def test_mxnet_refused_at_plan_time_naming_the_field(tmp_path, recipe, field, words):
+def test_mxnet_refused_at_plan_time_naming_the_field(tmp_path, variant, recipe, field, words):
     with pytest.raises(SpecError) as info:
-        _plan(tmp_path, ["pytorch", "mxnet"], **recipe)
+        _plan(tmp_path, ["pytorch", "mxnet"], variant=variant, **recipe)
     err = info.value
     assert err.field == field and err.line is not None and err.file == tmp_path / "spec.yaml"
     line = err.describe()
@@ -52,16 +53,17 @@ def test_the_same_recipe_without_mxnet_is_planned(tmp_path):
     assert {r.framework for r in plan.runs} == {"pytorch", "tensorflow"}
 
 
-def test_fp16_on_a_cuda_variant_is_planned_for_mxnet(tmp_path):
-    plan, _ = _plan(tmp_path, ["mxnet"], variant="cuda", precision="amp_fp16")
+@pytest.mark.parametrize(("variant", "precision"), [("cuda", "amp_fp16"), ("cpu", "amp_bf16"), ("cpu", "fp32")])
+def test_what_mxnet_can_run_is_planned(tmp_path, variant, precision):
+    plan, _ = _plan(tmp_path, ["mxnet"], variant=variant, precision=precision)
     assert [r.framework for r in plan.runs] == ["mxnet"]
 
 
 def test_a_grid_value_mxnet_lacks_names_the_grid(tmp_path):
-    sweeps = [{"name": "prec", "grid": {"precision": ["fp32", "amp_bf16"]}}]
+    sweeps = [{"name": "prec", "grid": {"precision": ["fp32", "amp_bf16", "amp_fp16"]}}]
     with pytest.raises(SpecError) as info:
         _plan(tmp_path, ["mxnet"], sweeps=sweeps)
-    assert info.value.field == "sweeps[0].grid.precision" and "amp_bf16" in info.value.message
+    assert info.value.field == "sweeps[0].grid.precision" and "amp_fp16" in info.value.message
 
 
 def test_the_workload_reader_refuses_a_hand_written_run_json(tmp_path):
@@ -71,7 +73,7 @@ def test_the_workload_reader_refuses_a_hand_written_run_json(tmp_path):
     plan, _ = _plan(tmp_path, ["mxnet"])
     doc = workload_config(plan.runs[0])
     assert parse_config(doc, tmp_path / "run.json").framework == "mxnet"
-    doc["train"]["precision"] = "amp_bf16"
+    doc["train"]["precision"] = "amp_fp16"  # on cpu
     with pytest.raises(SpecError) as info:
         parse_config(doc, tmp_path / "run.json")
     assert info.value.field == "train.precision"

@@ -26,7 +26,8 @@ LOSS_SCALE_GROWTH_INTERVAL = 2000
 
 # What MXNet 1.9.1 can run here; anything else is refused at plan time (runner/spec/check.py,
 # models/mx_capabilities.py) and again here, in case a run.json was written by hand.
-_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "amp_fp16")}
+_PRECISIONS = {"cpu": ("fp32", "amp_bf16"), "cuda": ("fp32", "amp_fp16")}
+_AMP_DTYPES = {"amp_fp16": "float16", "amp_bf16": "bfloat16"}
 
 _OOM_TEXT = ("out of memory", "cudaMalloc", "Failed to allocate", "std::bad_alloc", "cannot allocate memory")
 
@@ -89,16 +90,18 @@ class MXBackend:
             self.ctx = mx.gpu(0)
         else:
             self.ctx = mx.cpu(0)
-        if self.fp16:  # must precede building the model: AMP patches the operator namespaces
+        amp_dtype = _AMP_DTYPES.get(t.precision)
+        if amp_dtype is not None:  # must precede building the model: AMP patches the operator namespaces
             from mxnet.contrib import amp
 
-            amp.init(target_dtype="float16")
+            amp.init(target_dtype=amp_dtype)
         random.seed(self.cfg.seed)
         mx.random.seed(self.cfg.seed)  # every device's generator (dropout masks)
         self._settings = {
             "device": self.device, "precision": t.precision, "deterministic": t.deterministic,
             "execution": "gluon.hybridize(static_alloc, static_shape)", "compile": False, "layout": "NCHW",
             "intra_op_threads": t.threads, "inter_op_threads": 1, "engine_env": env,
+            "amp": None if amp_dtype is None else f"mxnet.contrib.amp.init(target_dtype={amp_dtype!r})",
             "loss_scale": {"init": LOSS_SCALE_INIT, "growth_interval": LOSS_SCALE_GROWTH_INTERVAL}
             if self.fp16 else None,
         }
