@@ -233,16 +233,16 @@ def test_folder_with_a_symlink_escaping_it(synth10, tmp_path):
         _one_line(exc, "data_batch_1", "symlink escaping the folder")
 
 
-def test_imagenet_folder_is_not_supported_yet(tmp_path):
+def test_imagenet_folder_is_recognised_and_one_without_a_decodable_image_is_one_line(tmp_path):
     root = tmp_path / "imagenet"
     (root / "train" / "n01440764").mkdir(parents=True)
     (root / "train" / "n01440764" / "n01440764_10026.JPEG").write_bytes(b"\xff\xd8")
     (root / "val").mkdir()
+    assert open_source(root).name == "imagenet"  # the ImageNet reader (tests/data/test_imagenet.py)
     with pytest.raises(DatasetError) as exc:
-        open_source(root)
-    _one_line(exc, "imagenet datasets are not supported yet", str(root))
-    with pytest.raises(DatasetError, match="not supported yet"):
         prepare(root, tmp_path / "out", name="imagenet")
+    _one_line(exc, "holds no decodable training image", str(root / "train"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_unrecognised_paths(tmp_path):

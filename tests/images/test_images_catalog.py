@@ -67,7 +67,8 @@ def test_entry_without_digest_names_file_line_and_field(tmp_path):
 @pytest.mark.parametrize(("old", "new", "field", "message"), [
     ('variant = "cpu"', 'variant = "gpu"', "images.pytorch-cpu.variant", "not one of"),
     ('platform = "linux/amd64"', 'platform = "linux/ppc64le"', "images.pytorch-cpu.platform", "does not fit"),
-    ('requirements = ["torch==2.13.0+cpu", "numpy", "pip"]', 'requirements = ["torch==2.13.0+cpu", "numpy"]',
+    ('requirements = ["torch==2.13.0+cpu", "numpy", "pillow==13.0.0", "pip"]',
+     'requirements = ["torch==2.13.0+cpu", "numpy", "pillow==13.0.0"]',
      "images.pytorch-cpu.requirements", "pip is not among"),
     ('recipe = "pip"', 'recipe = "pip"\ncolour = "blue"', "images.pytorch-cpu.colour", "unknown field"),
     ('python = "3.11"', 'python = 3.11', "images.pytorch-cpu.python", "non-empty string"),
