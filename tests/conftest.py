@@ -60,17 +60,31 @@ def _slurm_answers() -> bool:
         return False
 
 
+def _podman_answers() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("podman") is None or not _engine_answers():
+        return False
+    try:
+        return subprocess.run(["podman", "version"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 # marker -> (does the real thing answer?, what CI should have provisioned, how to provision it here)
 _REAL = {
     "docker": (_engine_answers, "no Docker engine answers: .ci/provision.sh should have started it",
                "no Docker engine answers (run .ci/provision.sh as root)"),
+    "podman": (_podman_answers, "podman does not answer: .ci/provision.sh should have installed it",
+               "podman (with a Docker engine to move images from) does not answer (run .ci/provision.sh as root)"),
     "slurm": (_slurm_answers, "no Slurm cluster answers: .ci/provision.sh should have started one",
               "no Slurm cluster answers (run .ci/slurm-up.sh as root)"),
 }
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `docker` or `slurm` need the real thing: skipped without it locally, an error in CI."""
+    """Tests marked `docker`, `podman` or `slurm` need the real thing: skipped without it locally, an error in CI."""
     for marker, (answers, ci_error, skip_reason) in _REAL.items():
         marked = [item for item in items if item.get_closest_marker(marker)]
         if not marked or answers():

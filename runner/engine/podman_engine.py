@@ -21,6 +21,7 @@ import json
 import resource
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +45,8 @@ INSTALL_FIX = "install podman (`apt-get install -y podman`) or choose --engine d
 # Rootful podman raises RLIMIT_NOFILE/NPROC to 1048576 by default; a host without CAP_SYS_RESOURCE
 # (a container, some clusters) refuses that, so the run gets limits below the host's instead.
 NOFILE = 8192
+# Podman adds these to every container's environment; Docker does not: the run sees the same variables.
+UNSET_ENV = ("--unsetenv", "TERM", "--unsetenv", "container")
 
 
 def _tail(text: str, n: int = 300) -> str:
@@ -78,7 +81,7 @@ def sandbox_options(launch: Launch) -> list[str]:
     opts = ["--user", f"{uid}:{gid}", "--network", "none", "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges", "--read-only", "--read-only-tmpfs=false",
             *[a for path, spec in TMPFS.items() for a in ("--tmpfs", f"{path}:{spec}")],
-            "--workdir", launch.workdir, *_ulimits(lim.pids)]
+            "--workdir", launch.workdir, *_ulimits(lim.pids), *UNSET_ENV]
     if lim.pids:
         opts += ["--pids-limit", str(lim.pids)]
     if lim.shm:
@@ -316,9 +319,10 @@ class PodmanEngine:
 
     def image_facts(self, image_id: str) -> dict:
         """What podman says of the image (its ID, digest, size) for the bundle."""
-        proc = self.cli("image", "inspect", "--format", "{{json .}}", image_id, check=False)
+        proc = self.cli("image", "inspect", image_id, check=False)
         try:
-            doc = json.loads(proc.stdout)
+            docs = json.loads(proc.stdout)
+            doc = docs[0] if isinstance(docs, list) and docs and isinstance(docs[0], dict) else {}
         except json.JSONDecodeError:
             return {"podman_error": _tail(proc.stderr)}
         pid = str(doc.get("Id", ""))
@@ -328,21 +332,23 @@ class PodmanEngine:
     def _load_from_docker(self, image_id: str) -> None:
         from runner.engine.docker_client import api_errors
 
-        load = subprocess.Popen([self.podman, "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=False)
-        try:
-            with api_errors(f"saving image {image_id[:19]} from Docker"):
-                for chunk in self.docker.images.get(image_id).save(named=False):
-                    load.stdin.write(chunk)
-            load.stdin.close()
-            out, _ = load.communicate(timeout=LOAD_TIMEOUT_S)
-        except BaseException:
-            load.kill()
-            load.wait()
-            raise
+        with tempfile.TemporaryFile() as out:  # podman's messages; a file, so a full pipe never blocks the load
+            load = subprocess.Popen([self.podman, "load"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                with api_errors(f"saving image {image_id[:19]} from Docker"):
+                    for chunk in self.docker.images.get(image_id).save(named=False):
+                        load.stdin.write(chunk)
+                load.stdin.close()
+                load.wait(timeout=LOAD_TIMEOUT_S)
+            except BaseException:
+                load.kill()
+                load.wait()
+                raise
+            out.seek(0)
+            said = out.read().decode("utf-8", "replace")
         if load.returncode != 0:
-            raise EngineError(f"`podman load` of image {image_id[:19]} failed: "
-                              f"{_tail(out.decode('utf-8', 'replace'))}", fix="check podman's storage (`podman info`)")
+            raise EngineError(f"`podman load` of image {image_id[:19]} failed: {_tail(said)}",
+                              fix="check podman's storage (`podman info`)")
 
     # -- describe-only workload commands -----------------------------------------------------
     def workload_tool(self, image_id: str, argv: list[str], code_dir: Path, timeout: float = 600) -> str:
@@ -352,7 +358,7 @@ class PodmanEngine:
         uid, gid = container_user()
         args = ["run", "--name", name, "--user", f"{uid}:{gid}", "--network", "none", "--cap-drop", "ALL",
                 "--security-opt", "no-new-privileges", "--read-only", "--read-only-tmpfs=false",
-                "--tmpfs", "/tmp:rw,size=256m", *_ulimits(None), "--label", f"{LABEL_TOOL}=1",
+                "--tmpfs", "/tmp:rw,size=256m", *_ulimits(None), *UNSET_ENV, "--label", f"{LABEL_TOOL}=1",
                 "--volume", f"{_check_path((code_dir / 'runner').resolve())}:{CODE_MOUNT}/runner:ro",
                 *[a for k, v in workload_env(None, CODE_MOUNT, "/tmp").items() for a in ("--env", f"{k}={v}")],
                 "--entrypoint", "python3", image_id, *argv]

@@ -32,3 +32,17 @@ def mxnet_cpu_image(docker_client) -> str:
     from runner.images.catalog import load_catalog
 
     return ensure_image(docker_client, load_catalog().for_run("mxnet", "cpu"), "missing", LOCAL_BASE)
+
+
+@pytest.fixture(scope="session")
+def podman_engine(docker_client):
+    """The real podman (Debian's), moving images from the real Docker engine."""
+    from runner.engine.podman_engine import PodmanEngine
+
+    return PodmanEngine.connect(docker=docker_client)
+
+
+@pytest.fixture(scope="session")
+def podman_images(podman_engine, cpu_images) -> dict[str, str]:
+    """framework -> image id of the CPU image, in podman's storage (moved from Docker if missing)."""
+    return {fw: podman_engine.ensure_image(image_id) for fw, image_id in cpu_images.items()}
