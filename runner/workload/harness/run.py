@@ -26,6 +26,7 @@ from runner.workload.harness.backend import Backend, ParamCounts
 from runner.workload.harness.batches import Batches
 from runner.workload.harness.config import RunConfig, load_config
 from runner.workload.harness.protocol import Diverged, Outcome, Protocol
+from runner.workload.inference.protocol import check_calibration, measure_inference
 from runner.workload.measure import peak_host_bytes
 
 RESULT_FILE = "result.json"
@@ -110,6 +111,7 @@ def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: 
     dataset = load_prepared(data_dir, verify="sizes")
     batches = Batches(dataset, cfg, model_cfg.input_size)
     _check_dataset(cfg, model_cfg, dataset, batches.output_side())
+    check_calibration(cfg, batches.train_size)  # measurement.inference: at most the training set
     if batches.steps_per_epoch() < 1:
         raise SpecError(f"batch size {cfg.train.batch_size} is larger than the {batches.train_size} "
                         "training images with drop_last", file=cfg.path, field="train.batch_size",
@@ -221,6 +223,7 @@ def execute(p: Prepared) -> int:
     flops: int | None = None
     start_info: dict[str, Any] = {}
     weights_record: dict[str, Any] | None = None
+    inference_rows: list[dict[str, Any]] = []
     status, reason, error, tb = "ok", None, None, None
     with EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) as events, \
             stop_signals_raise() as stop:
@@ -251,6 +254,7 @@ def execute(p: Prepared) -> int:
             protocol = Protocol(backend, cfg, p.batches, events, lr, t_start)
             protocol.train()
             protocol.latency()
+            inference_rows = measure_inference(backend, cfg, p.dataset, p.batches, events, protocol.clock)
         except BaseException as exc:  # noqa: BLE001 - every outcome must end the record
             status, reason, error = "failed", classify(exc, backend, stop), one_line(exc)
             if stop.signal_name and not isinstance(exc, KeyboardInterrupt | Interrupted):
@@ -268,7 +272,8 @@ def execute(p: Prepared) -> int:
         outcome = protocol.outcome if protocol is not None else Outcome()
         write_json_atomic(p.out_dir / RESULT_FILE, _result(
             cfg, status, reason, error, wall_s, outcome, counts, flops, memory, start_info,
-            backend.settings() if backend is not None else {}) | {"weights": weights_record})
+            backend.settings() if backend is not None else {}) | {"weights": weights_record,
+                                                                  "inference": inference_rows})
     return EXIT_OK if status == "ok" else EXIT_FAILED
 
 
