@@ -74,6 +74,25 @@ def check_images(client: object | None) -> Check:
     return Check("images", status, detail, "" if not missing else "`runner images build NAME`")
 
 
+def check_executors() -> Check:
+    """inline is always there; Slurm when its commands are on PATH and the controller answers."""
+    from runner.errors import ExecutorError
+    from runner.executor.slurm_cli import SlurmCli
+
+    cli = SlurmCli(timeout_s=10)
+    if cli.path("sbatch") is None:
+        return Check("executors", "OK", "inline; slurm: not here (no sbatch on PATH)")
+    try:
+        partitions = cli.partitions()
+    except ExecutorError as e:
+        return Check("executors", "WARN", f"inline; slurm: {e.message}", "start slurmctld (test machines: "
+                     ".ci/slurm-up.sh), or run with executor: inline")
+    listing = ", ".join(f"{p.name}{'*' if p.default else ''} ({p.available}"
+                        f"{'; GRES ' + '/'.join(sorted(p.gres)) if p.gres else ''})" for p in partitions.values())
+    return Check("executors", "OK", f"inline; slurm: partitions {listing or 'none'}")
+
+
 def run_checks(data_root: Path) -> list[Check]:
     engine, client = check_engine()
-    return [engine, check_gpus(), check_disk(Path("results")), check_datasets(data_root), check_images(client)]
+    return [engine, check_executors(), check_gpus(), check_disk(Path("results")), check_datasets(data_root),
+            check_images(client)]

@@ -31,6 +31,21 @@ class BuildPolicy(StrEnum):
 
 EngineOpt = Annotated[EngineChoice, typer.Option(
     "--engine", help="Where runs execute; `spec` uses the spec's execution.engine.")]
+class ExecutorChoice(StrEnum):
+    inline = "inline"
+    slurm = "slurm"
+    spec = "spec"
+
+
+ExecutorOpt = Annotated[ExecutorChoice, typer.Option(
+    "--executor", help="Who places the runs: inline (this machine) or slurm (a job each); `spec`: execution.executor.")]
+PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Slurm: the jobs' partition.")]
+TimeOpt = Annotated[str | None, typer.Option("--time", help="Slurm: each job's limit, sbatch --time (execution.time).")]
+GresOpt = Annotated[str | None, typer.Option("--gres", help="Slurm: sbatch --gres, e.g. gpu:2 (execution.gres).")]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="Slurm: sbatch --account (execution.account).")]
+QosOpt = Annotated[str | None, typer.Option("--qos", help="Slurm: sbatch --qos (execution.qos).")]
+MaxParallelOpt = Annotated[int | None, typer.Option(
+    "--max-parallel", help="Slurm: at most this many jobs at once (execution.max_parallel).")]
 BuildOpt = Annotated[BuildPolicy, typer.Option("--build", help="Build images when missing, always, or never.")]
 CacheOpt = Annotated[Path, typer.Option("--cache", help="Cache for prepared datasets and wheels.")]
 NoRedact = Annotated[bool, typer.Option("--no-redact", help="Keep host names, user names and GPU serials.")]
@@ -39,11 +54,13 @@ BaseOpt = Annotated[str | None, typer.Option(
     "--base", help="Base image for builds instead of the catalog's pinned digest (e.g. local/debian:bookworm).")]
 
 
-def _options(data_root, results, cache, engine, build, resume, no_redact, base):
+def _options(data_root, results, cache, engine, build, resume, no_redact, base, execution=None):
+    from runner.executor.choose import ExecutionFlags
     from runner.reproduce.session import SessionOptions
 
     return SessionOptions(data_root=data_root, results_root=results, cache=cache, engine=engine.value,
-                          build=build.value, resume=resume, redact=not no_redact, base=base)
+                          build=build.value, resume=resume, redact=not no_redact, base=base,
+                          execution=execution or ExecutionFlags())
 
 
 def _image_overrides(items: list[str]) -> dict[str, str]:
@@ -72,12 +89,23 @@ def reproduce(
         "--image-archive", help="Rerunning a bundle: image tarballs (runner images export) to import first.")] = None,
     image: Annotated[list[str] | None, typer.Option(
         "--image", help="Rerunning a bundle: FRAMEWORK=IMAGE_ID runs it in another image (what-if).")] = None,
+    executor: ExecutorOpt = ExecutorChoice.spec,
+    partition: PartitionOpt = None,
+    time: TimeOpt = None,
+    gres: GresOpt = None,
+    account: AccountOpt = None,
+    qos: QosOpt = None,
+    max_parallel: MaxParallelOpt = None,
 ) -> None:
     """Run every run of a spec in its pinned image and write a result bundle; or rerun a bundle
     exactly and report, per run and metric, whether it reproduced (exit 1 if not)."""
+    from runner.executor.choose import ExecutionFlags
     from runner.reproduce.rerun import is_bundle
 
-    opts = _options(data_root, results, cache, engine, build, resume, no_redact, base)
+    flags = ExecutionFlags(executor=None if executor is ExecutorChoice.spec else executor.value,
+                           partition=partition, time=time, gres=gres, account=account, qos=qos,
+                           max_parallel=max_parallel)
+    opts = _options(data_root, results, cache, engine, build, resume, no_redact, base, flags)
     if is_bundle(target):
         from runner.reproduce.rerun import reproduce_bundle
 

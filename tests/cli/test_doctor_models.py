@@ -20,7 +20,8 @@ def test_doctor_reports_the_engine(cli, tmp_path, monkeypatch):
     assert checks["container engine"]["status"] == "OK"
     assert version in checks["container engine"]["detail"]
     assert checks["GPUs (NVML)"]["status"] in ("OK", "WARN")  # never a crash without a driver
-    assert set(checks) == {"container engine", "GPUs (NVML)", "free disk", "datasets", "images"}
+    assert set(checks) == {"container engine", "executors", "GPUs (NVML)", "free disk", "datasets", "images"}
+    assert checks["executors"]["detail"].startswith("inline")
     assert result.code == 0
 
 

@@ -187,3 +187,12 @@ def test_a_controller_that_does_not_answer_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ExecutorError) as e:
         SlurmExecutor(SlurmSettings()).check([SHAPE])
     assert "Slurm does not answer" in e.value.describe() and "Unable to contact slurm controller" in str(e.value)
+
+
+def test_doctor_reports_the_slurm_executor(cli, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").out)}
+    assert checks["executors"]["status"] == "OK"
+    assert checks["executors"]["detail"] == "inline; slurm: partitions debug* (up)"
