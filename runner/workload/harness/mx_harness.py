@@ -24,9 +24,8 @@ from runner.workload.harness.config import RunConfig
 LOSS_SCALE_INIT = 2.0**15
 LOSS_SCALE_GROWTH_INTERVAL = 2000
 
-# What MXNet 1.9.1 can run here; anything else is refused at plan time (runner/spec/check.py,
-# models/mx_capabilities.py) and again here, in case a run.json was written by hand.
-_PRECISIONS = {"cpu": ("fp32", "amp_bf16"), "cuda": ("fp32", "amp_fp16")}
+# What MXNet cannot run (amp_fp16 on CPU, amp_bf16 on cuda, compile) never gets here: the table in
+# runner/workload/capabilities.py refuses it at plan time and in the run.json reader.
 _AMP_DTYPES = {"amp_fp16": "float16", "amp_bf16": "bfloat16"}
 
 _OOM_TEXT = ("out of memory", "cudaMalloc", "Failed to allocate", "std::bad_alloc", "cannot allocate memory")
@@ -74,11 +73,6 @@ class MXBackend:
     # -- environment ----------------------------------------------------------------------
     def setup(self) -> None:
         t = self.cfg.train
-        allowed = _PRECISIONS["cuda" if self.gpu else "cpu"]
-        if t.precision not in allowed:
-            raise RuntimeError(f"MXNet runs precision {', '.join(allowed)} on {self.device}, not {t.precision}")
-        if t.compile:
-            raise RuntimeError("MXNet has no compiler beyond hybridize (always on): compile is not supported")
         env = engine_env(self.cfg)
         os.environ.update(env)
         import mxnet as mx
