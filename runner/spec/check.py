@@ -188,7 +188,8 @@ class RunChecker:
         for framework in frameworks:
             try:
                 capabilities.check(framework, doc["variant"], doc["train"], self.spec_path, parallel=doc["parallel"])
-                check_support(framework, doc["variant"], doc["measurement"].get("inference"), self.spec_path)
+                check_support(framework, doc["variant"], doc["measurement"].get("inference"), self.spec_path,
+                              parallel=doc["parallel"])
             except RunnerError as exc:
                 raise _error(exc, doc, origin, self.spec_path, self.lines) from None
 

@@ -123,3 +123,12 @@ def test_a_schema_2_bundle_without_the_table_still_verifies_and_reports(tmp_path
     assert verify_bundle(bundle).problems == []
     report = build_report(load_bundles([bundle]))
     assert report.table("inference") is None and report.table("summary") is not None
+
+
+def test_runner_report_writes_the_inference_table(tmp_path):
+    from runner.report.write import write_report
+
+    bundle = make(tmp_path)
+    out, report = write_report([bundle], tmp_path / "report", plots=False)
+    text = (out / "tables" / "inference.csv").read_text()
+    assert "pytorch|speedup_median" in text.splitlines()[0] and len(text.splitlines()) == 5

@@ -77,6 +77,8 @@ def test_support_table():
     ({"variant": "cuda", "resources": {"gpus": 1}}, r"measurement.inference.precisions\[1\]", "int8"),
     ({"measurement": {"inference": {"calibration_images": 65}}}, "measurement.inference.calibration_images",
      "the training set has 64"),
+    ({"resources": {"parallel": "data", "replicas": 2}, "frameworks": ["pytorch"]}, "measurement.inference",
+     "a data-parallel run would repeat it"),
 ])
 def test_plan_refuses_naming_the_spec_field_and_line(tmp_path, change, field, says):
     spec = copy.deepcopy(SPEC)

@@ -339,7 +339,8 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
         train.batch_size)
     capabilities.check(framework, variant, r.get("train"), file, parallel=doc.get("parallel"))
     measurement = read_measurement(r.get("measurement"), file)
-    check_support(framework, variant, r.get("measurement").get("inference"), file)  # inference it cannot measure
+    check_support(framework, variant, r.get("measurement").get("inference"), file,  # inference it cannot measure
+                  parallel=doc.get("parallel"))
     return RunConfig(
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
         framework=framework, variant=variant,

@@ -32,11 +32,15 @@ _WHY = {
 
 
 def check_support(framework: str, variant: str, inference: dict[str, Any] | None,
-                  file: Path | str | None = None) -> None:
+                  file: Path | str | None = None, parallel: dict[str, Any] | None = None) -> None:
     """Raise a SpecError naming the run.json field when `framework` on `variant` cannot measure
-    what run.json's `measurement.inference` asks for."""
+    what run.json's `measurement.inference` asks for (`parallel`: run.json's section, if any)."""
     if inference is None:
         return
+    if isinstance(parallel, dict) and parallel.get("mode") == "data":
+        raise SpecError("the inference comparison runs in one process; a data-parallel run would repeat it in "
+                        "every replica on a model wrapped for training", file=file, field="measurement.inference",
+                        fix="measure inference in a run without resources.parallel: data")
     table = SUPPORTED.get(framework)
     if table is None:
         raise SpecError(f"{framework} has no inference comparison yet (post-training quantization is "
