@@ -79,8 +79,14 @@ def node_engine(name: str):
         from runner.engine.docker_engine import DockerEngine
 
         return DockerEngine(connect(timeout=30), stop_grace_s=NODE_STOP_GRACE_S)
+    if name == "podman":  # the image is already in the node's podman storage (the session moved it)
+        from runner.engine.podman_engine import PodmanEngine
+
+        engine = PodmanEngine.connect()
+        engine.stop_grace_s = NODE_STOP_GRACE_S
+        return engine
     raise EngineError(f"engine {name!r} cannot run on a Slurm node", field="execution.engine",
-                      fix="use engine: docker or engine: local")
+                      fix="use engine: docker, podman or local")
 
 
 def run_here(launch: Launch, telemetry_hz: float) -> RunOutcome:
@@ -96,7 +102,13 @@ def run_here(launch: Launch, telemetry_hz: float) -> RunOutcome:
         return host_failure("the node has no engine for the run", e, started)
 
     def sampler(_launch: Launch, target: object, eng: Any) -> TelemetrySampler:
-        return TelemetrySampler(1.0 / telemetry_hz, gpus=_launch.devices, host=True, **eng.sampler_kwargs(target))
+        import psutil
+
+        interval = 1.0 / telemetry_hz
+        try:
+            return TelemetrySampler(interval, gpus=_launch.devices, host=True, **eng.sampler_kwargs(target))
+        except psutil.NoSuchProcess:  # a run that ended before its sampler started: the node's load only
+            return TelemetrySampler(interval, gpus=_launch.devices, host=True)
 
     job = InlineExecutor(engine, sampler).submit(launch.run_id, launch, engine.name)
 

@@ -196,3 +196,22 @@ def test_doctor_reports_the_slurm_executor(cli, tmp_path, monkeypatch):
     checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").out)}
     assert checks["executors"]["status"] == "OK"
     assert checks["executors"]["detail"] == "inline; slurm: partitions debug* (up)"
+
+
+def test_a_node_failure_is_a_failed_row_and_the_node_comes_back(tmp_path):
+    """The node set DOWN under a running job (what slurmctld does when a node stops answering)."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True).stdout.split()[0]
+    ex = SlurmExecutor(SlurmSettings())
+    job = ex.submit("doomed", _launch(tmp_path, "doomed", "import time; time.sleep(300)"), "local")
+    _wait_running(job)
+    try:
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=runner-test"], check=True)
+        outcome = _follow([job], timeout_s=90)["doomed"]
+    finally:
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)
+        deadline = time.monotonic() + 60
+        while "idle" not in subprocess.run(["sinfo", "-h", "-n", node, "-o", "%t"], capture_output=True,
+                                           text=True).stdout and time.monotonic() < deadline:
+            time.sleep(1)
+    assert outcome.reason.startswith("slurm NODE_FAIL: the node failed"), outcome.reason
+    assert not outcome.ok

@@ -5,6 +5,7 @@ directly: a failing one and a cancelled one (removed with its job)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -154,3 +155,32 @@ def test_containers_through_slurm_a_failing_one_and_a_cancelled_one(cpu_images, 
     assert outcomes["long"].reason.startswith("slurm CANCELLED"), outcomes["long"].reason
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_BUNDLE}={bundle}"}) == []
     assert os.path.isdir(tmp_path / "long" / "out")
+
+
+@pytest.mark.podman
+def test_podman_containers_through_slurm(cpu_images, docker_client, tmp_path):
+    """engine: podman on the node: a run that succeeds, and a cancelled one whose container is removed."""
+    from runner.engine.podman_engine import PodmanEngine
+
+    bundle = f"slurm-podman-{uuid.uuid4().hex[:12]}"
+    image = cpu_images["pytorch"]
+    PodmanEngine.connect(docker=docker_client).ensure_image(image)  # what the session does before submitting
+
+    def launch(run_id: str, code: str) -> Launch:
+        return dataclasses.replace(_container_launch(tmp_path, run_id, image, code, bundle), engine="podman")
+
+    ex = SlurmExecutor(SlurmSettings())
+    ok = ex.submit("ok", launch("ok", "print('from podman')"), "podman")
+    long = ex.submit("long", launch("long", "import time; time.sleep(600)"), "podman")
+    deadline = time.monotonic() + 180
+    while long.poll() is not JobState.RUNNING or ok.poll() is not JobState.ENDED:
+        assert time.monotonic() < deadline, (ok.row, long.row)
+        time.sleep(0.5)
+    time.sleep(3)
+    long.cancel("interrupted")
+    outcomes = {"ok": ok.finish(), "long": long.finish()}
+    assert outcomes["ok"].ok and "from podman" in outcomes["ok"].log, outcomes["ok"].reason
+    assert outcomes["long"].reason.startswith("slurm CANCELLED"), outcomes["long"].reason
+    left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL_BUNDLE}={bundle}"],
+                          capture_output=True, text=True).stdout.split()
+    assert left == []
