@@ -57,11 +57,10 @@ class KerasInference:
 
 
 class TFLiteInference:
-    """One interpreter per input shape, resized before its tensors are allocated (no resizing of an
-    allocated interpreter with the XNNPACK delegate applied). A timed call is `set_tensor` (the copy of
-    the input into the interpreter's own buffer, ~0.4 us for a 32 px image) + `invoke`: in one trial,
-    repeated invokes on an untouched input buffer timed 0.033 ms against 0.13 ms for the same call
-    with its input set (small CNN, batch 1, a loaded machine; not settled), so every call sets it."""
+    """One interpreter per input shape, resized before its tensors are allocated (the fixed shape a
+    deployed interpreter has; no reallocation between the timed calls of one batch size). A timed
+    call is `set_tensor` (writing the input into the interpreter's own buffer, ~0.4 us for a 32 px
+    image) + `invoke`, so no call can run on a buffer left from the previous one."""
 
     model_format = "TFLite flatbuffer (.tflite)"
 
