@@ -77,7 +77,7 @@ def _span(out_dir: Path) -> tuple[float, float]:
 class _NothingRequest(RunRequest):
     """The same request, but the process the engine starts does nothing."""
 
-    def argv(self, config: str, data: str, out: str) -> list[str]:
+    def argv(self, config: str, data: str, out: str, weights: str | None = None) -> list[str]:
         return ["-c", "pass"]
 
 
@@ -153,7 +153,7 @@ def main() -> None:
         fw = run.framework
         image_id = ensure_image(client, catalog.for_run(fw, "cpu"), "missing", args.base)
         t0 = time.perf_counter()
-        framework_info(docker, client, image_id, fw, code_dir)
+        framework_info(docker, image_id, fw, code_dir)
         image_fingerprint(client, image_id)
         image_fp_s = time.perf_counter() - t0
         _one(local, run, dataset, code_dir, None, work, True)  # first-touch costs (page cache) out of the way
