@@ -47,6 +47,7 @@ from runner.fileio import write_atomic
 FOLLOW_CPU_SHARE = 0.005  # following may cost at most 0.5 % of one core (the issue allows 1 %)
 MIN_POLL_S = 1.0
 VANISH_GRACE_S = 60.0  # a job gone from squeue and sacct, with no outcome file: failed after this long
+CONTROLLER_GRACE_S = 300.0  # squeue failing this long (slurmctld down) ends the follow: failed rows, no hang
 UNKNOWN = "UNKNOWN"  # the state of a job purged from the controller (no accounting) that wrote its outcome
 CANCEL_WAIT_S = 90.0  # after scancel, finish() waits this long for Slurm to end the job (KillWait + grace)
 LOG_TAIL_BYTES = 4000
@@ -193,6 +194,7 @@ class SlurmExecutor:
         self._to_cancel: list[str] = []
         self._next_follow = 0.0
         self._accounting: bool | None = None  # None: not asked yet
+        self._unanswered_since: float | None = None  # squeue has been failing since
         self.follow_calls = 0
         atexit.register(self.close)
 
@@ -312,7 +314,16 @@ class SlurmExecutor:
 
     def _refresh(self) -> None:
         live = [j for j in self._live if j.state is not JobState.ENDED]
-        rows = self.cli.queue(array_job_ids(j.submitted.task_id for j in live))
+        try:
+            rows = self.cli.queue(array_job_ids(j.submitted.task_id for j in live))
+        except ExecutorError:
+            # the controller did not answer: the jobs keep their last known state for a while
+            # (a slurmctld restart or failover), then the error ends the follow (failed rows)
+            self._unanswered_since = self._unanswered_since or time.monotonic()
+            if time.monotonic() - self._unanswered_since >= CONTROLLER_GRACE_S:
+                raise
+            return
+        self._unanswered_since = None
         missing = []
         for j in live:
             row = j.submitted.find(rows)

@@ -215,3 +215,18 @@ def test_a_node_failure_is_a_failed_row_and_the_node_comes_back(tmp_path):
             time.sleep(1)
     assert outcome.reason.startswith("slurm NODE_FAIL: the node failed"), outcome.reason
     assert not outcome.ok
+
+
+def test_a_controller_that_stops_answering_for_a_while_does_not_fail_the_runs(tmp_path, monkeypatch):
+    ex = SlurmExecutor(SlurmSettings(), min_poll_s=0.5)
+    job = ex.submit("steady", _launch(tmp_path, "steady", "import time; time.sleep(8)"), "local")
+    _wait_running(job)
+    conf = Path("/etc/slurm/slurm.conf").read_text().replace("SlurmctldHost=", "SlurmctldPort=6999\nSlurmctldHost=")
+    (tmp_path / "slurm.conf").write_text(conf)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))  # squeue now gets no answer
+    ex.follow(force=True)  # one squeue now, without an answer
+    assert job.poll() is JobState.RUNNING  # the last known state, no error
+    assert ex._unanswered_since is not None
+    monkeypatch.delenv("SLURM_CONF")
+    outcome = _follow([job], timeout_s=90)["steady"]
+    assert outcome.ok, outcome.reason
