@@ -31,6 +31,20 @@ def check_engine() -> tuple[Check, object | None]:
     return Check("container engine", "OK", detail), client
 
 
+def check_podman() -> Check:
+    """The second engine (`--engine podman`): optional, so its absence is a WARN."""
+    from runner.engine.podman_engine import PodmanEngine
+    from runner.errors import EngineError
+
+    try:
+        facts = PodmanEngine.connect().describe()
+    except EngineError as e:
+        return Check("podman", "WARN", e.message, "only needed for --engine podman: apt-get install -y podman")
+    mode = "rootless" if facts.get("rootless") else "rootful"
+    return Check("podman", "OK", f"Podman {facts.get('version')} ({mode}, {facts.get('oci_runtime')}, "
+                                 f"{facts.get('storage_driver')} storage, cgroups {facts.get('cgroup_version')})")
+
+
 def check_gpus() -> Check:
     from runner.fingerprint.gpu import gpu_fingerprint
 
@@ -94,5 +108,5 @@ def check_executors() -> Check:
 
 def run_checks(data_root: Path) -> list[Check]:
     engine, client = check_engine()
-    return [engine, check_executors(), check_gpus(), check_disk(Path("results")), check_datasets(data_root),
-            check_images(client)]
+    return [engine, check_podman(), check_executors(), check_gpus(), check_disk(Path("results")),
+            check_datasets(data_root), check_images(client)]

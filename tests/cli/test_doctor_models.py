@@ -20,7 +20,8 @@ def test_doctor_reports_the_engine(cli, tmp_path, monkeypatch):
     assert checks["container engine"]["status"] == "OK"
     assert version in checks["container engine"]["detail"]
     assert checks["GPUs (NVML)"]["status"] in ("OK", "WARN")  # never a crash without a driver
-    assert set(checks) == {"container engine", "executors", "GPUs (NVML)", "free disk", "datasets", "images"}
+    assert set(checks) == {"container engine", "podman", "executors", "GPUs (NVML)", "free disk", "datasets",
+                           "images"}
     assert checks["executors"]["detail"].startswith("inline")
     assert result.code == 0
 
@@ -31,6 +32,25 @@ def test_doctor_without_engine_fails_with_the_fix(cli, tmp_path, monkeypatch):
     result = cli("doctor")
     assert result.code == 1
     assert "FAIL" in result.out and "dockerd" in result.out
+
+
+@pytest.mark.podman
+def test_doctor_reports_podman(cli, tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    version = subprocess.run(["podman", "version", "--format", "{{.Client.Version}}"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").out)}
+    assert checks["podman"]["status"] == "OK" and f"Podman {version}" in checks["podman"]["detail"]
+
+
+def test_doctor_without_podman_warns_with_the_fix(cli, tmp_path, monkeypatch):
+    from runner.doctor import check_podman
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no podman on PATH
+    check = check_podman()
+    assert check.status == "WARN" and "not installed" in check.detail and "apt-get install -y podman" in check.fix
 
 
 def test_models_equal_across_frameworks(cli):
