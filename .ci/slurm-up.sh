@@ -44,7 +44,7 @@ chown slurm:slurm /var/spool/slurmctld /var/log/slurm
 conf=$(cat <<EOF
 # written by runner's .ci/slurm-up.sh: a one-node test cluster
 ClusterName=runner
-SlurmctldHost=${host}
+SlurmctldHost=${host}(127.0.0.1)   # one node: always this machine, whatever DNS says
 AuthType=auth/munge
 SlurmUser=slurm
 StateSaveLocation=/var/spool/slurmctld
@@ -64,7 +64,7 @@ MinJobAge=300
 KillWait=10
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 ReturnToService=2
-NodeName=${host} CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 )
