@@ -12,6 +12,7 @@ command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 [ -x /usr/bin/qemu-ppc64le-static ] || need_pkgs+=(qemu-user-static)
 command -v update-binfmts >/dev/null || need_pkgs+=(binfmt-support)
+command -v podman >/dev/null || need_pkgs+=(podman)   # the second engine (--engine podman): tests marked podman
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   apt-get update -q >/dev/null
@@ -26,6 +27,7 @@ if ! docker version >/dev/null 2>&1; then
   docker version >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/dockerd.log" >&2; tail -20 /var/log/dockerd.log >&2; exit 1; }
 fi
 log "engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+log "podman $(podman version --format '{{.Client.Version}}') (images are moved in from Docker by the tests)"
 
 if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   log "debootstrap bookworm -> local/debian:bookworm"
