@@ -120,3 +120,42 @@ def test_the_study_spec_plans_and_its_synthetic_override_plans():
         plan = plan_file(REPO / "experiments" / name)
         docs = [workload_config(r) for r in plan.runs]
         assert all(d["data"]["augmentation"][0]["op"] == "random_resized_crop" for d in docs)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_synthetic_imagenet_is_learnable_through_the_decoder_and_mean_colour_is_not_enough(tmp_path):
+    """JPEGs -> shards -> random-resized-crop (scale 0.25..1) + flip in worker processes -> the small
+    CNN: >= 80 % test accuracy on 10 classes within 4 epochs of 1,000 images (measured: 44, 84, 95.5 %
+    after epochs 1-3), while a nearest-mean-colour rule stays near chance (11.5 %)."""
+    torch = pytest.importorskip("torch")
+    from runner.data.image_loader import epoch_batches
+    from tests.data.test_data_synth import _small_cnn
+
+    torch.manual_seed(0)
+    src = write_synthetic_imagenet(tmp_path / "src", classes=10, per_class=100, val_per_class=20, side=96).out
+    data = prepare(src, tmp_path / "prep", size=160)
+    xtr, ytr = np.asarray(data.train_x, np.float32), np.asarray(data.train_y)
+    xte, yte = np.asarray(data.test_x, np.float32), np.asarray(data.test_y)
+    colours = np.stack([xtr[ytr == k].mean((0, 1, 2)) for k in range(10)])
+    assert (((xte.mean((1, 2))[:, None] - colours[None]) ** 2).sum(-1).argmin(1) == yte).mean() < 0.25
+    mean, std = data.meta["train_channel_mean"], data.meta["train_channel_std"]
+    ops = [{"op": "random_resized_crop", "size": 32, "scale": [0.25, 1.0]}, {"op": "horizontal_flip"}]
+    model = _small_cnn(torch, 10)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    acc = 0.0
+    for epoch in range(4):
+        model.train()
+        for x, y in epoch_batches(data, "train", 64, 0, epoch, ops, mean, std, workers=2, prefetch=2):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(torch.from_numpy(x).permute(0, 3, 1, 2)),
+                                              torch.from_numpy(y)).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(torch.from_numpy(x).permute(0, 3, 1, 2)).argmax(1).numpy() == y).sum())
+                          for x, y in epoch_batches(data, "test", 100, 0, 0, ops, mean, std, workers=0))
+        acc = correct / len(yte)
+        if acc >= 0.8:
+            break
+    assert acc >= 0.8, f"test accuracy {acc:.3f} after {epoch + 1} epochs"
