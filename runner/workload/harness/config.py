@@ -224,6 +224,9 @@ def read_data(obj: Any, file: Path) -> DataConfig:
         if not isinstance(op, dict) or not isinstance(op.get("op"), str):
             raise SpecError("each augmentation must be an object with an `op`", file=file,
                             field=f"data.augmentation[{i}]")
+        if op["op"] == "random_resized_crop" and r.get("name") != "imagenet":
+            raise SpecError(f"random_resized_crop needs ImageNet-format data, not {r.get('name')}", file=file,
+                            field=f"data.augmentation[{i}].op", fix="use random_crop on fixed-size CIFAR images")
     return DataConfig(
         name=r.get("name"), num_classes=r.positive("num_classes"),
         augmentation=[dict(op) for op in r.get("augmentation")],
