@@ -213,14 +213,17 @@ class ImageBatches:
 
 
 def render_all(source: FileSource | ArraySource, indices: Sequence[int], transforms: Sequence[Transform],
-               workers: int = 0) -> list[np.ndarray | BaseException]:
-    """Render many images (prepare's pre-decoding); a failure is returned in place, not raised."""
+               workers: int = 0) -> Iterator[np.ndarray | BaseException]:
+    """Render many images in order (prepare's pre-decoding), yielding each as it is done; a
+    failure is yielded in its place, not raised."""
     items = list(zip(indices, transforms, strict=True))
     if workers == 0:
-        return [_try(source, i, t) for i, t in items]
+        for i, t in items:
+            yield _try(source, i, t)
+        return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                              initializer=_init, initargs=(source,)) as pool:
-        return list(pool.map(_try_global, items, chunksize=64))
+        yield from pool.map(_try_global, items, chunksize=64)
 
 
 def _try(source: FileSource | ArraySource, i: int, t: Transform) -> np.ndarray | BaseException:

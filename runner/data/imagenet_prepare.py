@@ -16,12 +16,10 @@ the synthetic and subset datasets here; the full 1.28 M images at 224 need 193 G
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from runner.data import decode
-from runner.data.image_loader import FileSource, render_all
+from runner.data.image_loader import FileSource, default_workers, render_all
 from runner.data.imagenet import ImagenetIndex, Skip
 from runner.data.reader import RawDataset, SourceRecord
 from runner.errors import DatasetError
@@ -30,24 +28,20 @@ EVAL_CROP_FRACTION = 0.875
 SIZES = (160, 224)
 
 
-def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
 def _decode_split(index: ImagenetIndex, items: tuple[tuple[str, int], ...], size: int, crop_fraction: float,
                   workers: int, skipped: list[Skip]) -> tuple[np.ndarray, np.ndarray]:
     source = FileSource(str(index.root), tuple(rel for rel, _ in items))
     transform = ("center", size, crop_fraction)
-    results = render_all(source, range(len(items)), [transform] * len(items), workers=workers)
-    keep = [k for k, r in enumerate(results) if isinstance(r, np.ndarray)]
-    for k, r in enumerate(results):
-        if not isinstance(r, np.ndarray):
-            reason = r.message if isinstance(r, DatasetError) else str(r)
-            skipped.append(Skip(items[k][0], reason))
-    x = np.empty((len(keep), size, size, 3), np.uint8)
-    for j, k in enumerate(keep):
-        x[j] = results[k]
-    y = np.asarray([items[k][1] for k in keep], dtype=np.int64)
+    x = np.empty((len(items), size, size, 3), np.uint8)  # filled as images arrive, no second copy
+    labels: list[int] = []
+    for k, r in enumerate(render_all(source, range(len(items)), [transform] * len(items), workers=workers)):
+        if isinstance(r, np.ndarray):
+            x[len(labels)] = r
+            labels.append(items[k][1])
+        else:
+            skipped.append(Skip(items[k][0], r.message if isinstance(r, DatasetError) else str(r)))
+    x = x[: len(labels)]
+    y = np.asarray(labels, dtype=np.int64)
     return x, y
 
 
