@@ -22,6 +22,8 @@ from tests.reproduce.test_docker_sandbox import PROBE
 
 # what the Docker probe reports, plus the process's own limits: capabilities, no_new_privs, pids, files
 PROBE_LIMITS = PROBE + r'''
+attempt("write_var_tmp", lambda: open("/var/tmp/x", "w").write("x"))  # podman mounts a tmpfs here unless told not to
+attempt("write_run", lambda: open("/run/x", "w").write("x"))
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
 report["cap_eff"] = status["CapEff"].strip()
 report["no_new_privs"] = status["NoNewPrivs"].strip()
@@ -99,6 +101,7 @@ def test_workload_is_sandboxed_in_podman(podman_engine, podman_images, tmp_path,
     assert report["uid"] != 0 and report["gid"] != 0
     assert report["write_dataset"].startswith("refused") and report["write_code"].startswith("refused")
     assert report["write_rootfs"].startswith("refused") and report["write_tmp"] == "allowed"
+    assert report["write_var_tmp"].startswith("refused") and report["write_run"].startswith("refused")
     assert report["network"].startswith("refused") and report["interfaces"] == ["lo"]
     assert "MY_SECRET_TOKEN" not in report["env"]
     assert report["cap_eff"] == "0000000000000000" and report["no_new_privs"] == "1"
