@@ -206,12 +206,12 @@ class PodmanEngine:
         self.stop_grace_s = stop_grace_s
 
     @classmethod
-    def connect(cls, docker=None, podman: str | None = None) -> PodmanEngine:
+    def connect(cls, docker=None, podman: str | None = None, stop_grace_s: float = STOP_GRACE_S) -> PodmanEngine:
         """An engine whose podman answers `podman version`; EngineError with the fix otherwise."""
         exe = podman or shutil.which("podman")
         if exe is None:
             raise EngineError("podman is not installed (not on PATH)", field="--engine", fix=INSTALL_FIX)
-        engine = cls(exe, docker)
+        engine = cls(exe, docker, stop_grace_s)
         engine.version()
         return engine
 
