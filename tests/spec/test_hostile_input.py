@@ -1,14 +1,17 @@
 """Hostile spec files: each is refused in one line, exit 2, in under 2 s and 200 MB, nothing written.
 
 Each case runs `runner plan` in its own process (the measurement is the child's own CPU time and
-peak RSS from os.wait4), so a hang or a memory blow-up is seen as such, not as a test crash. The
+peak RSS from os.wait4, taken by a small wrapper process), so a hang or a memory blow-up is seen as
+such, not as a test crash. The
 2 s bound is on CPU time: five test suites share two cores here, so wall time is only bounded
 loosely (10 s), enough to catch a hang.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -68,25 +71,38 @@ CASES: dict[str, tuple[Callable[[Path], object], str]] = {
 }
 
 
+# Measures the plan in a grandchild started by this small wrapper: on Linux a child's ru_maxrss
+# includes the memory of the process it was forked from (the high-water mark is carried over at
+# exec), so a child forked straight from a large pytest process would report pytest's size.
+_MEASURE = ("import json, os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); "
+            "_, status, ru = os.wait4(p.pid, 0); "
+            "open(sys.argv[1], 'w').write(json.dumps([os.waitstatus_to_exitcode(status), "
+            "ru.ru_utime + ru.ru_stime, ru.ru_maxrss]))")
+
+
 def run_plan(spec: Path, cwd: Path, prelude: str = "") -> tuple[int, str, float, float, int]:
     """(exit code, stderr, CPU seconds, wall seconds, peak RSS bytes) of `runner plan SPEC` in a child."""
-    out, err = cwd / ".out", cwd / ".err"
+    out, err, measured = cwd / ".out", cwd / ".err", cwd / ".measured"
     code = prelude + "from runner.cli.main import main; main()"
     with out.open("wb") as o, err.open("wb") as e:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", code, "plan", str(spec)],
-                                cwd=cwd, stdout=o, stderr=e, env={**os.environ, "PYTHONPATH": str(REPO)})
-        killer = threading.Timer(30, proc.kill)  # a hang fails the time assertion instead of the suite
+        proc = subprocess.Popen([sys.executable, "-c", _MEASURE, str(measured), sys.executable, "-c", code,
+                                 "plan", str(spec)], cwd=cwd, stdout=o, stderr=e, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        # a hang fails the time assertion instead of the suite
+        killer = threading.Timer(30, lambda: os.killpg(proc.pid, signal.SIGKILL))
         killer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         killer.cancel()
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
     text = err.read_text()
     out.unlink()
     err.unlink()
-    cpu = usage.ru_utime + usage.ru_stime
-    return proc.returncode, text, cpu, wall, usage.ru_maxrss * 1024  # Linux reports KiB
+    if not measured.exists():  # killed by the timer
+        return -9, text, wall, wall, 0
+    returncode, cpu, maxrss_kib = json.loads(measured.read_text())
+    measured.unlink()
+    return returncode, text, cpu, wall, maxrss_kib * 1024  # Linux reports KiB
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
