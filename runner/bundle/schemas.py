@@ -179,6 +179,8 @@ INFERENCE = _schema("inference", [
     _f("per_image_p90_ms", "float64", "ms", "p90 / batch size"),
     _f("per_image_p99_ms", "float64", "ms", "p99 / batch size"),
     _f("images_per_s", "float64", "images/s", "batch size / mean latency"),
+    _f("cpu_p50_ms", "float64", "ms", "process CPU time of one call (all threads), median: far below p50_ms "
+                                      "means the process waited for a core"),
     _f("speedup", "float64", "x", "fp32 p50 / this precision's p50 at the same batch size (same run)"),
     _f("error", "string", "", "why this precision failed (null when measured)"),
 ])

@@ -137,7 +137,7 @@ def test_each_precision_and_batch_size_is_a_row(runs, framework):
     by = {(r["precision"], r["batch_size"]): r for r in rows}
     for r in rows:
         assert r["iterations"] == 5 and r["warmup_iterations"] == 3 and r["test_images"] == 48
-        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["cpu_p50_ms"] > 0
         assert r["per_image_p50_ms"] == pytest.approx(r["p50_ms"] / r["batch_size"])
         base = by[("fp32", r["batch_size"])]
         assert r["speedup"] == pytest.approx(base["p50_ms"] / r["p50_ms"])

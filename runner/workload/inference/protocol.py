@@ -4,9 +4,10 @@ Per precision (fp32 first: the baseline): the framework module (`torch_quant`, `
 the model that precision runs (int8: post-training static quantization calibrated on `Calibration`),
 then the whole test split is evaluated through it, and for each batch size the same inputs (the
 first images of the test split, in every framework) are timed: `max(warmup_steps, 3)` untimed
-calls, then `latency_iterations` timed ones, each between two synchronised clock reads. One
-`inference` event per (precision, batch size). A precision that fails is a row with its error;
-the run goes on.
+calls, then `latency_iterations` timed ones, each between two synchronised clock reads (the
+process CPU time of each call beside it: on a shared machine, wall time far above it means the
+process waited for a core). One `inference` event per (precision, batch size). A precision that
+fails is a row with its error; the run goes on.
 """
 
 from __future__ import annotations
@@ -125,17 +126,20 @@ def _latency(model: InferenceModel, inputs: np.ndarray, clock: SyncedClock, warm
     placed = model.place(inputs)
     for _ in range(warmup):
         model.run(placed)
-    times = []
+    times, cpu = [], []
     for _ in range(iterations):
+        c0 = time.process_time()
         t0 = clock.now()
         model.run(placed)
         times.append((clock.now() - t0) * 1000.0)
+        cpu.append((time.process_time() - c0) * 1000.0)
     bs = len(inputs)
     p50, p90, p99 = (percentile(times, q) for q in (50, 90, 99))
     mean = float(sum(times) / len(times))
     return {"iterations": iterations, "warmup_iterations": warmup, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
             "mean_ms": mean, "per_image_p50_ms": p50 / bs, "per_image_p90_ms": p90 / bs,
-            "per_image_p99_ms": p99 / bs, "images_per_s": bs / (mean / 1000.0) if mean > 0 else None}
+            "per_image_p99_ms": p99 / bs, "images_per_s": bs / (mean / 1000.0) if mean > 0 else None,
+            "cpu_p50_ms": percentile(cpu, 50)}
 
 
 def ordered(inf: InferenceConfig) -> list[str]:

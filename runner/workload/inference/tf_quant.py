@@ -24,6 +24,7 @@ import tensorflow as tf
 from runner.workload.inference.protocol import Calibration
 
 _POLICY = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+_BUILTIN_KERNELS = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 def weights_file_bytes(model: Any) -> int:
@@ -67,16 +68,33 @@ class TFLiteInference:
     def __init__(self, flatbuffer: bytes, threads: int) -> None:
         self.flatbuffer, self.threads = flatbuffer, threads
         self.runtime = f"TFLite interpreter int8 ({threads} threads)"
+        self.builtin_only = False  # the XNNPACK delegate refused the model: TFLite's own kernels
         self._by_shape: dict[tuple[int, ...], tuple[Any, int, int]] = {}
         self._current: tuple[Any, int, int] | None = None
 
+    def _new(self, shape: tuple[int, ...]) -> tuple[Any, int, int]:
+        kwargs = {}
+        if self.builtin_only:
+            kwargs["experimental_op_resolver_type"] = _BUILTIN_KERNELS
+        it = tf.lite.Interpreter(model_content=self.flatbuffer, num_threads=self.threads, **kwargs)
+        index = it.get_input_details()[0]["index"]
+        it.resize_tensor_input(index, list(shape))
+        it.allocate_tensors()
+        return it, index, it.get_output_details()[0]["index"]
+
     def _interpreter(self, shape: tuple[int, ...]) -> tuple[Any, int, int]:
         if shape not in self._by_shape:
-            it = tf.lite.Interpreter(model_content=self.flatbuffer, num_threads=self.threads)
-            index = it.get_input_details()[0]["index"]
-            it.resize_tensor_input(index, list(shape))
-            it.allocate_tensors()
-            self._by_shape[shape] = (it, index, it.get_output_details()[0]["index"])
+            try:
+                self._by_shape[shape] = self._new(shape)
+            except RuntimeError as exc:  # e.g. ResNet-50's -inf padded max-pool: "failed to create XNNPACK runtime"
+                if self.builtin_only or "XNNPACK" not in str(exc):
+                    raise
+                self.builtin_only = True
+                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")[:120]
+                self.runtime = (f"TFLite interpreter int8, builtin kernels ({self.threads} threads; the XNNPACK "
+                                f"delegate refused the model: {first})")
+                self._by_shape = {}
+                self._by_shape[shape] = self._new(shape)
         return self._by_shape[shape]
 
     def place(self, x: np.ndarray) -> np.ndarray:
