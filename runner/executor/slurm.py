@@ -274,8 +274,7 @@ class SlurmExecutor:
         """Submit every queued run: one sbatch --array per resource shape. A refused array's runs
         end as failed rows with sbatch's reason (the sweep goes on)."""
         queued, self._queued = self._queued, []
-        for shape, group in group_by_shape([(j.run_id, j.launch) for j in queued]).items():
-            jobs = [j for j in queued if (j.run_id, j.launch) in group]
+        for shape, jobs in group_by_shape(queued, lambda j: j.launch).items():
             self._submit_array(shape, jobs)
 
     def _submit_array(self, shape: JobShape, jobs: list[SlurmJob]) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from runner.engine.base import Launch
 
@@ -22,6 +22,7 @@ from runner.engine.base import Launch
 # container's start, the node-side Python and the outcome file.
 TIME_MARGIN_S = 120
 JOB_NAME_PREFIX = "runner-"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def group_by_shape(launches: Sequence[tuple[str, Launch]]) -> dict[JobShape, list[tuple[str, Launch]]]:
-    groups: dict[JobShape, list[tuple[str, Launch]]] = {}
-    for item in launches:
-        groups.setdefault(JobShape.of_launch(item[1]), []).append(item)
+def group_by_shape(items: Sequence[T], launch_of: Callable[[T], Launch]) -> dict[JobShape, list[T]]:
+    """Items (jobs) grouped by the shape of their launch, each group in submission order."""
+    groups: dict[JobShape, list[T]] = {}
+    for item in items:
+        groups.setdefault(JobShape.of_launch(launch_of(item)), []).append(item)
     return groups

@@ -102,10 +102,9 @@ def test_batch_script_runs_the_node_side_with_quoted_paths():
 
 
 def test_runs_with_equal_shapes_share_an_array(tmp_path):
-    launches = [("a", _launch(tmp_path, "a", cpus=1)), ("b", _launch(tmp_path, "b", cpus=1)),
-                ("c", _launch(tmp_path, "c", cpus=2))]
-    groups = group_by_shape(launches)
-    assert sorted(len(g) for g in groups.values()) == [1, 2]
+    launches = [_launch(tmp_path, "a", cpus=1), _launch(tmp_path, "b", cpus=2), _launch(tmp_path, "c", cpus=1)]
+    groups = group_by_shape(launches, lambda launch: launch)
+    assert {shape.cpus: [x.run_id for x in g] for shape, g in groups.items()} == {1: ["a", "c"], 2: ["b"]}
 
 
 def test_node_devices_are_slurms_when_it_assigned_gpus(tmp_path):
