@@ -436,6 +436,9 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
         runs: dict[int, tuple[Run, Path]] = {}
         shown: list[Followed] = []  # the run the live view follows: the last one started
 
+        def shown_only(f: Followed) -> Callable[[dict], None]:
+            return lambda event: live.on_event(event) if shown and shown[-1] is f else None
+
         def record(run: Run, status: str, reason: str | None, **kw) -> None:
             summary = writer.add_run(run, status=status, reason=reason, image_id=images[run.framework].image_id,
                                      **kw)
@@ -459,8 +462,8 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
                 live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
                 record(run, "failed", e.describe(), log_text=e.describe() + "\n", environment=dict(base_env))
                 continue
-            f = Followed(job, request.out_dir, lambda event, _f=None: None)
-            f.on_event = (lambda event, _f=f: live.on_event(event) if shown and shown[-1] is _f else None)
+            f = Followed(job, request.out_dir, live.on_event)
+            f.on_event = shown_only(f)
             followed.append(f)
             runs[id(f)] = (run, scratch / run.id)
 
