@@ -34,6 +34,16 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
         os.chown(p, uid, gid, follow_symlinks=False)
 
 
+def check_mountable(paths: list[Path]) -> None:
+    """Folders a container run bind-mounts from: a ':' or ',' cannot be said in a volume option
+    (`src:dst:mode`) to either engine, so such a folder is refused before anything is written."""
+    for path in paths:
+        text = str(Path(path).resolve())
+        if ":" in text or "," in text:
+            raise EngineError(f"a container cannot mount {text!r} (a ':' or ',' in the path)", file=text,
+                              fix="use folders without ':' or ',' for --data-root, --results and --cache")
+
+
 def container_launch(request: RunRequest, engine: str) -> Launch:
     """The run as a locked-down container of `request.image_id`."""
     if request.image_id is None:

@@ -292,6 +292,10 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     exp = plan.experiment
     engine_choice = exp.execution.engine if opts.engine == "spec" else opts.engine
     engine = _select_engine(engine_choice, console)
+    if engine.isolated:
+        from runner.engine.sandbox import check_mountable
+
+        check_mountable([opts.data_root, opts.results_root, opts.cache])  # one line, exit 2, nothing written
     executor = _select_executor(plan, engine, opts)
     describe_plan(plan, console)
     from runner.weights.check import plan_weights

@@ -145,3 +145,17 @@ def test_an_image_podman_lacks_is_a_failed_outcome(podman_engine, tmp_path):
     assert not outcome.ok and outcome.reason.startswith("the engine could not start the run: ")
     assert "not in podman's storage" in outcome.reason
     assert _left() == []
+
+
+@pytest.mark.parametrize("flag", ["--cache", "--results"])
+def test_a_folder_no_container_can_mount_is_one_line_and_nothing_written(cli, tmp_path, monkeypatch, flag):
+    import runner.reproduce.session as session
+    from tests.helpers import REPO
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(session, "_select_engine", lambda choice, console: PodmanEngine())
+    odd = tmp_path / "a:b"
+    result = cli("reproduce", str(REPO / "tests" / "specs" / "tiny.yaml"), "--engine", "podman", flag, str(odd))
+    assert result.code == 2 and "cannot mount" in result.err and "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not odd.exists() and not (tmp_path / "results").exists()
