@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -84,3 +86,30 @@ def test_diff_against_docker_sees_the_same_images(podman_bundle: Path, tmp_path)
     out = proc.stdout + proc.stderr
     assert "engine.kind" in out and "podman" in out
     assert "image_id" not in out and ".image.id" not in out and "podman_id" not in out, out
+
+
+def _running() -> list[tuple[str, str]]:
+    """(bundle label, container name) of every running runner container."""
+    proc = subprocess.run(["podman", "ps", "--filter", f"label={LABEL_BUNDLE}", "--format", "json"],
+                          capture_output=True, text=True, check=True)
+    return [(c["Labels"][LABEL_BUNDLE], c["Names"][0]) for c in json.loads(proc.stdout or "[]")]
+
+
+def test_sigint_leaves_no_container_and_no_waiter(podman_images, tmp_path):
+    argv = [sys.executable, "-m", "runner.cli", "reproduce", str(TINY), "--engine", "podman", "--base", LOCAL_BASE]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, ours = time.monotonic() + 300, None
+    while time.monotonic() < deadline and ours is None:
+        ours = next((c for c in _running() if (tmp_path / "results" / "tiny" / c[0]).exists()), None)
+        time.sleep(0.5)
+    assert ours, "no run container appeared"
+    label, name = ours
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    left = subprocess.run(["podman", "ps", "--all", "--quiet", "--filter", f"label={LABEL_BUNDLE}={label}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert left == []
+    waiter = subprocess.run(["pgrep", "-f", f"podman wait {name}"], capture_output=True, text=True).stdout.split()
+    assert waiter == []  # the `podman wait` child ended with its container
+    assert "--resume" in out and (tmp_path / "results" / "tiny" / label).is_dir()
