@@ -47,7 +47,8 @@ def _code(tmp: Path, main: str) -> Path:
     return code
 
 
-def _request(tmp: Path, image_id: str, main: str = PROBE_LIMITS, run_id: str = "probe", **kw) -> RunRequest:
+def _request(tmp: Path, image_id: str, main: str = PROBE_LIMITS, run_id: str = "probe", memory: str = "512m",
+             **kw) -> RunRequest:
     data, out = tmp / "data", tmp / "out"
     data.mkdir(parents=True)
     (data / "train_x.npy").write_bytes(b"\x93NUMPY")
@@ -58,7 +59,7 @@ def _request(tmp: Path, image_id: str, main: str = PROBE_LIMITS, run_id: str = "
         os.chmod(p, 0o755)
     return RunRequest(run_id=run_id, bundle_id="test-podman-sandbox", framework="pytorch", variant="cpu",
                       config_path=config, data_dir=data, out_dir=out, code_dir=_code(tmp, main),
-                      image_id=image_id, memory="512m", cpus=1, **kw)
+                      image_id=image_id, memory=memory, cpus=1, **kw)
 
 
 def _left(bundle_id: str = "test-podman-sandbox") -> list[str]:
@@ -159,3 +160,16 @@ def test_a_folder_no_container_can_mount_is_one_line_and_nothing_written(cli, tm
     assert result.code == 2 and "cannot mount" in result.err and "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not odd.exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.podman
+def test_out_of_memory_is_a_failed_outcome_that_names_memory(podman_engine, podman_images, tmp_path):
+    """The memory limit holds. Podman 4.3 on cgroup v1 (this machine) does not report OOMKilled, so
+    the reason is the SIGKILL line that names out of memory as a cause (Docker's says `oom`)."""
+    hog = "b = bytearray(1024 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"  # touch 1 GiB under a 128 MiB limit
+    request = _request(tmp_path, podman_images["pytorch"], main=hog, memory="128m")
+    outcome, _, _ = execute_run(podman_engine, request, lambda e: None)
+    assert not outcome.ok and outcome.exit_code == 137, outcome.log
+    assert outcome.reason in ("oom", "killed (SIGKILL: out of memory or time limit)")
+    assert outcome.extra["oom_killed"] is (outcome.reason == "oom")
+    assert _left() == []
