@@ -14,5 +14,5 @@ def workload_module(framework: str, replicas: int) -> list[str]:
     """The interpreter arguments that start `runner.workload` for a run (its subcommand follows)."""
     if framework == "pytorch" and replicas > 1:
         return ["-m", "runner.workload.torchrun", "--standalone", "--nnodes", "1", "--nproc-per-node",
-                str(replicas), "--max-restarts", "0", "-m", "runner.workload"]
+                str(replicas), "--max-restarts", "0", "--local-addr", "127.0.0.1", "-m", "runner.workload"]
     return ["-m", "runner.workload"]

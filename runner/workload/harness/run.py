@@ -26,6 +26,7 @@ from runner.workload.harness.backend import Backend, ParamCounts
 from runner.workload.harness.batches import Batches
 from runner.workload.harness.config import RunConfig, load_config
 from runner.workload.harness.protocol import Diverged, Outcome, Protocol
+from runner.workload.harness.replicas import NullEvents, Replica, first_failure, replica_of, report_failure
 from runner.workload.inference.protocol import check_calibration, measure_inference
 from runner.workload.measure import peak_host_bytes
 
@@ -52,6 +53,7 @@ class Prepared:
     batches: Batches
     out_dir: Path
     pretrained: Pretrained | None = None
+    replica: Replica = Replica()  # this process's rank in a PyTorch data-parallel run
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: 
     pretrained = load_pretrained(model_cfg, arch, weights_path, cfg)
     # The host verified every file's sha256 before mounting the folder read-only.
     dataset = load_prepared(data_dir, verify="sizes")
-    batches = Batches(dataset, cfg, model_cfg.input_size)
+    replica = replica_of(cfg)
+    batches = Batches(dataset, cfg, model_cfg.input_size, replica.shard)
     _check_dataset(cfg, model_cfg, dataset, batches.output_side())
     check_calibration(cfg, batches.train_size)  # measurement.inference: at most the training set
     if batches.steps_per_epoch() < 1:
@@ -120,10 +123,10 @@ def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: 
     if not out_dir.is_dir():
         raise UsageError("output folder does not exist", file=out_dir, fix="create it before the run")
     for name in (EVENTS_FILE, RESULT_FILE):
-        if (out_dir / name).exists():
+        if replica.leader and (out_dir / name).exists():  # the leader's are the run's; others write none
             raise UsageError(f"already holds {name}; results are never overwritten", file=out_dir,
                              fix="give each run a fresh --out folder")
-    return Prepared(cfg, model_cfg, optim_cfg, schedule_cfg, arch, dataset, batches, out_dir, pretrained)
+    return Prepared(cfg, model_cfg, optim_cfg, schedule_cfg, arch, dataset, batches, out_dir, pretrained, replica)
 
 
 def _check_dataset(cfg: RunConfig, model_cfg: Any, dataset: Any, side: int) -> None:
@@ -225,7 +228,8 @@ def execute(p: Prepared) -> int:
     weights_record: dict[str, Any] | None = None
     inference_rows: list[dict[str, Any]] = []
     status, reason, error, tb = "ok", None, None, None
-    with EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) as events, \
+    leader = p.replica.leader
+    with (EventWriter(p.out_dir / EVENTS_FILE, cfg.run_id) if leader else NullEvents()) as events, \
             stop_signals_raise() as stop:
         try:
             backend = make_backend(p)
@@ -246,12 +250,12 @@ def execute(p: Prepared) -> int:
                 steps_per_epoch=p.batches.steps_per_epoch(), weights=weights_record,
             )
             events.sync()
-            base_lr = float(p.optim_cfg.lr)
+            base_lr = float(p.optim_cfg.lr) * cfg.parallel.lr_factor  # lr_scaling: linear -> x replicas
 
             def lr(epoch: int, step: int, steps: int) -> float:
                 return lr_at(p.schedule_cfg, base_lr, epoch, step, steps)
 
-            protocol = Protocol(backend, cfg, p.batches, events, lr, t_start)
+            protocol = Protocol(backend, cfg, p.batches, events, lr, t_start, p.replica)
             protocol.train()
             protocol.latency()
             inference_rows = measure_inference(backend, cfg, p.dataset, p.batches, events, protocol.clock)
@@ -261,6 +265,12 @@ def execute(p: Prepared) -> int:
                 error = f"stopped by {stop.signal_name} ({error})"[:_MAX_ERROR_CHARS]
             # Where an unexpected error came from; an expected outcome needs no traceback.
             tb = traceback.format_exc(limit=20) if reason == "error" else None
+            if not leader:
+                report_failure(p.out_dir, p.replica, reason, error)
+            elif reason in ("interrupted", "error") and (other := first_failure(p.out_dir)) is not None:
+                # the leader was stopped (torchrun's SIGTERM, a broken collective) because a replica failed
+                reason, error = other["reason"], f"replica {other.get('rank')} failed: {other.get('error')}"[
+                    :_MAX_ERROR_CHARS]
             print(f"run failed ({reason}): {error}", file=sys.stderr)
         # The record is being closed: a second stop signal must not tear it.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -269,6 +279,8 @@ def execute(p: Prepared) -> int:
         wall_s = time.perf_counter() - t_start
         events.emit("run_end", status=status, reason=reason, error=error, wall_s=wall_s,
                     traceback=tb.splitlines()[-12:] if tb else None)
+        if not leader:
+            return EXIT_OK if status == "ok" else EXIT_FAILED
         outcome = protocol.outcome if protocol is not None else Outcome()
         write_json_atomic(p.out_dir / RESULT_FILE, _result(
             cfg, status, reason, error, wall_s, outcome, counts, flops, memory, start_info,

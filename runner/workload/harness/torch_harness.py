@@ -112,7 +112,8 @@ class TorchBackend:
         if self.cuda:
             torch.cuda.set_device(self.device)
             dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT, device_id=self.device)
-        else:
+        else:  # the replicas share one node: loopback (a container without network has nothing else)
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
             dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
         atexit.register(_destroy_process_group)
     def info(self) -> dict[str, Any]:
