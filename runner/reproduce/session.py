@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -63,6 +64,28 @@ class RunRecord:
     wall_s: float
     image_id: str | None
     summary: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunEnvironment:
+    """What a run's `runs/<id>/environment.json` records beside its telemetry status: where it
+    ran (engine, executor, and once it ended, its node) and what it ran on (dataset, weights)."""
+
+    engine: str
+    isolated: bool
+    executor: str
+    dataset_sha256: str
+    weights_sha256: str | None = None
+
+    def as_dict(self, outcome: RunOutcome | None = None) -> dict[str, Any]:
+        """The document; with the outcome: its wall time, node and the engine's extras (oom, container)."""
+        doc: dict[str, Any] = {"engine": self.engine, "isolated": self.isolated, "executor": self.executor,
+                               "dataset_sha256": self.dataset_sha256}
+        if self.weights_sha256 is not None:
+            doc["weights_sha256"] = self.weights_sha256
+        if outcome is not None:
+            doc |= {"wall_s": round(outcome.wall_s, 3), "node": outcome.node} | outcome.extra
+        return doc
 
 
 @dataclass
@@ -431,10 +454,8 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
             rec = writer.state["runs"][run.id]
             records.append(RunRecord(run, rec["status"], rec.get("reason"), 0.0, rec.get("image_id"),
                                      rec.get("summary", {})))
-    base_env = {"engine": engine.name, "isolated": engine.isolated, "executor": executor.name,
-                "dataset_sha256": dataset.source_root_hash}
-    if weights is not None:
-        base_env["weights_sha256"] = weights.sha256
+    run_env = RunEnvironment(engine.name, engine.isolated, executor.name, dataset.source_root_hash,
+                             weights.sha256 if weights is not None else None)
     with removed_after(scratch), LiveView(console, len(todo)) as live:  # on every exit path, Ctrl-C too
         followed: list[Followed] = []
         runs: dict[int, tuple[Run, Path]] = {}
@@ -456,7 +477,7 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
             choice = images[run.framework]
             if choice.error:
                 live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
-                record(run, "failed", choice.error, log_text=choice.error, environment=dict(base_env))
+                record(run, "failed", choice.error, log_text=choice.error, environment=run_env.as_dict())
                 continue
             request = _request(run, writer, dataset, code_dir, choice.image_id, scratch / run.id, weights)
             try:
@@ -464,7 +485,7 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
                 job = executor.submit(run.id, launch, engine.name)
             except RunnerError as e:
                 live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])
-                record(run, "failed", e.describe(), log_text=e.describe() + "\n", environment=dict(base_env))
+                record(run, "failed", e.describe(), log_text=e.describe() + "\n", environment=run_env.as_dict())
                 continue
             f = Followed(job, request.out_dir, live.on_event)
             f.on_event = shown_only(f)
@@ -480,7 +501,7 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
             run, run_dir = runs[id(f)]
             out_dir = run_dir / "out"
             shutil.copyfile(run_dir / "run.json", out_dir / "run.json")  # the bundle keeps the config the host wrote
-            env = base_env | {"wall_s": round(outcome.wall_s, 3), "node": outcome.node} | outcome.extra
+            env = run_env.as_dict(outcome)
             record(run, "ok" if outcome.ok else "failed", outcome.reason, out_dir=out_dir, log_text=outcome.log,
                    telemetry=outcome.telemetry, telemetry_status=outcome.telemetry_status, environment=env)
             shutil.rmtree(run_dir, ignore_errors=True)
