@@ -163,3 +163,23 @@ def test_both_frameworks_calibrate_and_time_on_the_same_images(runs):
     runtimes = {fw: {r["precision"]: r["runtime"] for r in rows[fw]} for fw in rows}
     assert "torch.ao FX static int8" in runtimes["pytorch"]["int8"]
     assert "TFLite" in runtimes["tensorflow"]["int8"]
+
+
+def test_minpad_is_the_neg_inf_padding_before_a_max_pool_and_quantizes(tf_mod):
+    """ResNet-50's ImageNet stem pads its max-pool with -inf (PyTorch's semantics): the TFLite copy
+    pads with the tensor's minimum, the same function, with a finite int8 range."""
+    import numpy as np
+
+    from runner.workload.inference.protocol import Calibration
+    from runner.workload.inference.tf_quant import TFLiteInference, for_quantization, quantize_int8
+    from runner.workload.models import ModelConfig, build_arch, init_weights, tf_impl
+
+    arch = build_arch(ModelConfig(name="resnet50", num_classes=10, stem="imagenet", input_size=32))
+    model = tf_impl.build(arch, weights=init_weights(arch, 0))
+    x = np.random.default_rng(0).standard_normal((8, 32, 32, 3), dtype=np.float32)
+    ref = model(x, training=False).numpy()
+    assert np.array_equal(for_quantization(model)(x, training=False).numpy(), ref)
+    int8 = TFLiteInference(quantize_int8(model, Calibration(x, "", "")), threads=1)
+    out = int8.logits(int8.place(x))
+    assert "builtin kernels" not in int8.runtime  # XNNPACK accepted it (it refused the -inf model)
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.75 and np.isfinite(out).all()

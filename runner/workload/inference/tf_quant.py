@@ -5,7 +5,8 @@ a model built under the Keras mixed policy (`mixed_float16` / `mixed_bfloat16`: 
 and BatchNorm statistics, float32 in and out), as in mixed-precision training. int8: TFLite
 full-integer post-training quantization (`TFLiteConverter.from_keras_model`, `Optimize.DEFAULT`,
 `TFLITE_BUILTINS_INT8` only, a representative dataset of `Calibration`'s images: the same images
-PyTorch calibrates on), run by the TFLite interpreter. Input and output stay float32 (the quantize /
+PyTorch calibrates on; -inf paddings before max-pools become `MinPad2D`), run by the TFLite
+interpreter. Input and output stay float32 (the quantize /
 dequantize ops are inside the model, as in PyTorch's converted module), so both frameworks take the
 same float inputs and return float logits. Model size: the Keras weights file (`.weights.h5`) for
 fp32 / fp16 / bf16, the `.tflite` flatbuffer for int8.
@@ -18,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -116,9 +118,45 @@ class TFLiteInference:
         return len(self.flatbuffer)
 
 
+class MinPad2D(keras.layers.Layer):
+    """`tf_impl.NegInfPad2D` for quantization: pads with the tensor's own minimum instead of -inf.
+
+    Before a max-pool the two are the same function (every pooling window holds a real value, and
+    none is below the minimum), but -inf has no int8 representation: calibrated, it made the
+    activation range infinite (ResNet-50's stem at chance accuracy in TFLite's builtin kernels, and
+    "failed to create XNNPACK runtime").
+    """
+
+    def __init__(self, padding: tuple[int, int, int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = tuple(padding)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        t, b, left, r = self.padding
+        return tf.pad(x, [[0, 0], [t, b], [left, r], [0, 0]], constant_values=tf.reduce_min(x))
+
+    def compute_output_shape(self, shape: tuple) -> tuple:
+        t, b, left, r = self.padding
+        n, h, w, c = shape
+        return (n, None if h is None else h + t + b, None if w is None else w + left + r, c)
+
+
+def for_quantization(model: Any) -> Any:
+    """The same model (layers shared) with every -inf padding replaced by `MinPad2D`."""
+    from runner.workload.models.tf_impl import NegInfPad2D
+
+    if not any(isinstance(layer, NegInfPad2D) for layer in model.layers):
+        return model
+
+    def clone(layer: Any) -> Any:
+        return MinPad2D(layer.padding, name=layer.name) if isinstance(layer, NegInfPad2D) else layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
 def quantize_int8(model: Any, calibration: Calibration) -> bytes:
     """TFLite full-integer quantization of a float32 Keras model; the .tflite flatbuffer."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(for_quantization(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([b] for b in calibration.batches())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

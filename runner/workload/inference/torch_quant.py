@@ -3,7 +3,8 @@
 fp32: the trained module, eager, `eval()` + `inference_mode`. fp16 / bf16: the same module under
 `torch.autocast` (the weights stay float32, as in mixed-precision training). int8: post-training
 static quantization with torch.ao's FX graph mode (`prepare_fx` / `convert_fx`) and the x86
-backend's default qconfig (per-channel symmetric int8 weights, HistogramObserver activations;
+backend's default qconfig (per-channel symmetric int8 weights, HistogramObserver activations, whose
+`reduce_range` is lifted on a VNNI CPU: `full_range_activations`;
 Conv+BatchNorm+ReLU fused first), calibrated on `Calibration`'s images; float32 in and out (the
 quantize / dequantize steps are part of the model, as in the TFLite model). Model size: the bytes
 of `torch.save(state_dict)` (int8: the quantized module's state dict, packed weights included).
@@ -77,16 +78,34 @@ def _deterministic_off() -> Iterator[None]:
         torch.use_deterministic_algorithms(was)
 
 
+def full_range_activations() -> bool:
+    """Whether activations may use all 8 bits: the x86 default qconfig observes them with
+    `reduce_range=True` (7 bits), which only CPUs without VNNI need (their vpmaddubsw saturates);
+    with VNNI (vpdpbusd) fbgemm/oneDNN take the full range, as TFLite's int8 always does."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def qconfig_mapping() -> Any:
+    """The x86 backend's default mapping; on a VNNI CPU its activation observer takes 8 bits."""
+    from torch.ao.quantization import HistogramObserver, QConfig, get_default_qconfig_mapping
+
+    mapping = get_default_qconfig_mapping(QUANT_ENGINE)
+    if full_range_activations():
+        weight = mapping.global_qconfig.weight
+        mapping.set_global(QConfig(activation=HistogramObserver.with_args(reduce_range=False), weight=weight))
+    return mapping
+
+
 def quantize_int8(module: torch.nn.Module, calibration: Calibration) -> torch.nn.Module:
     """torch.ao FX post-training static quantization (x86 backend) of a CPU copy of `module`."""
-    from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = QUANT_ENGINE
     model = copy.deepcopy(module).cpu().eval()
     example = _nchw(calibration.images[:1])
     with _deterministic_off():
-        prepared = prepare_fx(model, get_default_qconfig_mapping(QUANT_ENGINE), example_inputs=(example,))
+        prepared = prepare_fx(model, qconfig_mapping(), example_inputs=(example,))
         with torch.no_grad():
             for batch in calibration.batches():
                 prepared(_nchw(batch))
@@ -106,6 +125,7 @@ def make(backend: Any, precision: str, calibration: Calibration | None) -> Torch
     if precision == "int8":
         assert calibration is not None
         quantized = quantize_int8(module, calibration)
-        return TorchInference(quantized, torch.device("cpu"), f"torch.ao FX static int8 ({QUANT_ENGINE})",
+        bits = "8-bit activations (VNNI)" if full_range_activations() else "7-bit activations (reduce_range)"
+        return TorchInference(quantized, torch.device("cpu"), f"torch.ao FX static int8 ({QUANT_ENGINE}, {bits})",
                               "torch.save(state_dict) of the quantized module", quantized=True)
     raise ValueError(f"unknown precision {precision!r}")
