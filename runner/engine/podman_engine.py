@@ -286,7 +286,11 @@ class PodmanEngine:
                                   fix="let `runner reproduce --engine podman` move it from Docker, or podman load it")
             raise EngineError(f"starting the container of run {launch.run_id} failed: {_tail(err)}",
                               fix="check podman (`podman info`, `runner doctor`)")
-        return PodmanRun(self, launch, name, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else name)
+        try:
+            return PodmanRun(self, launch, name, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else name)
+        except BaseException:  # no handle to follow it: leave nothing running behind
+            self.cli("rm", "--force", name, check=False)
+            raise
 
     def remove_leftovers(self, bundle_id: str) -> int:
         """Remove every container of a bundle (after an interruption); returns how many."""
