@@ -43,11 +43,6 @@ LACKS: dict[str, tuple[Lack, ...]] = {
              "run mxnet on one device (leave resources.parallel out)"),
     ),
     # Data-parallel BatchNorm synchronisation (docs/workload.md "Data-parallel runs").
-    "pytorch": (
-        Lack("parallel.sync_batch_norm", True, "torch.nn.SyncBatchNorm runs on GPUs only",
-             "set recipe.data_parallel.sync_batch_norm: false on CPU (each replica normalises its slice)",
-             variants=("cpu", "ppc64le")),
-    ),
     "tensorflow": (
         Lack("parallel.sync_batch_norm", True, "runner's TensorFlow BatchNorm (TorchBatchNorm) does not "
              "all-reduce its statistics under MirroredStrategy", "set recipe.data_parallel.sync_batch_norm: false"),

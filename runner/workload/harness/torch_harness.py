@@ -128,8 +128,8 @@ class TorchBackend:
         from runner.workload.optim import torch_optim
 
         model = torch_impl.build(arch, weights=weights)
-        if self.distributed and self.cfg.parallel.sync_batch_norm:  # cuda only (capabilities.py)
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.distributed and self.cfg.parallel.sync_batch_norm:
+            sync_batch_norm(model, cuda=self.cuda)
         model.to(self.device)
         # Frozen layers (arch.frozen) have requires_grad=False from the builder, and their
         # BatchNorm stays in eval mode (keeps its statistics), exactly as tf_impl's does.
@@ -245,3 +245,50 @@ def _destroy_process_group() -> None:
             dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - the process is exiting; its outcome is already recorded
         pass
+
+
+class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the GLOBAL batch (every replica's slice):
+    per-channel sums, sums of squares and counts all-reduced with autograd
+    (`torch.distributed.nn.functional.all_reduce`: its backward all-reduces the gradients, as
+    SyncBatchNorm's does). For CPU replicas over gloo, where torch.nn.SyncBatchNorm does not run.
+    The running statistics follow PyTorch's rule (momentum on the mean and the UNBIASED variance)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)),
+                           x.new_full((1,), float(x.numel() // c))])
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c:2 * c] / n - mean * mean  # biased: what the batch is normalised with
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.mul_(1 - m).add_(mean.detach() * m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)) * m)
+                self.num_batches_tracked.add_(1)
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batch_norm(model: Any, cuda: bool) -> None:
+    """Replace every trained BatchNorm2d by one normalising over the global batch, in place:
+    torch.nn.SyncBatchNorm on GPUs (NCCL), GlobalBatchNorm2d on CPU (gloo). Frozen layers keep
+    theirs (eval mode: running statistics, nothing to synchronise; the model holds references)."""
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if type(child) is not torch.nn.BatchNorm2d or model.arch.is_frozen(name):
+                continue
+            cls = torch.nn.SyncBatchNorm if cuda else GlobalBatchNorm2d
+            synced = cls(child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine,
+                         track_running_stats=child.track_running_stats)
+            synced.load_state_dict(child.state_dict())
+            synced.train(child.training)
+            setattr(parent, child_name, synced)
