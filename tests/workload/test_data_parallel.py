@@ -354,3 +354,29 @@ def test_pytorch_synchronised_batch_norm_equals_one_process(prepared: Path, tmp_
     # E[x^2] - E[x]^2 in float32 against PyTorch's own variance: measured 2.5e-7 relative
     np.testing.assert_allclose(losses["sync"], losses["single"], rtol=1e-4, atol=0)
     assert not np.allclose(losses["per-replica"], losses["single"], rtol=1e-3, atol=0)
+
+
+def test_plan_cuda_replicas_follow_gpus(tmp_path: Path):
+    """On cuda a replica per GPU: gpus 2 -> 2 replicas in run.json; replicas that disagree, or gpus 2
+    without parallel: data, are refused at plan time naming the field (nothing runs: no GPU here)."""
+    import yaml
+
+    from runner.errors import SpecError
+    from runner.spec.plan import plan_file
+    from runner.spec.workload_config import workload_config
+
+    def plan(resources: dict) -> list[dict]:
+        spec = {"name": "dp", "dataset": {"name": "cifar10", "synthetic": {"train_size": 64, "test_size": 32}},
+                "model": {"name": "simple_cnn"}, "frameworks": ["pytorch", "tensorflow"], "variant": "cuda",
+                "recipe": {"epochs": 1, "batch_size": 8, "optimizer": "sgd", "lr": 0.01}, "resources": resources}
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        return [workload_config(r) for r in plan_file(tmp_path / "spec.yaml").runs]
+
+    docs = plan({"gpus": 2, "parallel": "data"})
+    assert {(d["parallel"]["replicas"], d["parallel"]["per_replica_batch"]) for d in docs} == {(2, 4)}
+    assert plan({"gpus": 1})[0]["parallel"]["mode"] == "none"
+    for resources, field in (({"gpus": 2, "parallel": "data", "replicas": 3}, "resources.replicas"),
+                             ({"gpus": 2}, "resources.gpus"), ({"gpus": 3, "parallel": "data"}, "recipe.batch_size")):
+        with pytest.raises(SpecError) as e:
+            plan(resources)
+        assert e.value.field == field, e.value.describe()
