@@ -5,10 +5,10 @@ Standard library only, so the workload and `runner.data` may import it. One of e
 - `write_atomic`: temp file beside the target, fsync, rename; returns (size, sha256);
 - `canonical_json` / `canonical_sha256`: the one canonical JSON form (sorted keys, compact,
   ASCII, no NaN) that every digest of a document is taken over;
-- `read_bounded`: the bytes of a REGULAR file, at most `max_bytes` of them. A FIFO, a device
-  (`/dev/zero`), a socket or a folder is refused before a byte is read, and the cap is enforced
-  on what is actually read (a device reports size 0), so hostile input costs bounded time and
-  memory.
+- `open_regular` / `read_bounded`: a REGULAR file opened, or its bytes read (at most
+  `max_bytes`). A FIFO, a device (`/dev/zero`), a socket or a folder is refused before a byte is
+  read, and the cap is enforced on what is actually read (a device reports size 0), so hostile
+  input costs bounded time and memory.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runner.errors import RunnerError
 
@@ -74,48 +74,61 @@ def canonical_sha256(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
-def read_bounded(path: str | Path, max_bytes: int, error: type[RunnerError], *, what: str = "file",
-                 follow_links: bool = True, fix: str | None = None) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`; anything else raises `error` (one line).
+def special_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for one-line refusals)."""
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+            else "a special file")
 
-    The file is opened non-blocking (a FIFO does not hang the open), checked with fstat on the
-    open descriptor (no race between check and read), and read up to `max_bytes + 1` bytes.
-    follow_links=False refuses a symbolic link itself.
+
+def open_regular(path: str | Path, error: type[RunnerError], *, what: str = "file", fix: str | None = None,
+                 max_bytes: int | None = None, follow_links: bool = True,
+                 unreadable: type[RunnerError] | None = None) -> BinaryIO:
+    """A REGULAR file opened for reading (binary); anything else raises `error` in one line.
+
+    Opened non-blocking (a FIFO does not hang the open) and checked with fstat on the open
+    descriptor (no race between check and read). max_bytes refuses a file by its size before a
+    byte is read; follow_links=False refuses a symbolic link itself; `unreadable` is the error for
+    a path that cannot be opened at all (default: `error`).
     """
     path = Path(path)
+    missing = unreadable or error
     flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise error(f"no such {what}", file=path, fix=fix or "check the path") from None
-    except IsADirectoryError:
-        raise error(f"is a folder, not a {what}", file=path, fix=fix or "name a file") from None
+        raise missing(f"no such {what}", file=path, fix=fix or "check the path") from None
     except OSError as e:
         if not follow_links and path.is_symlink():
             raise error(f"is a symbolic link; a {what} must be a plain file", file=path,
                         fix=fix or "replace the link with a copy of the file") from None
-        raise error(f"cannot be read ({e.strerror})", file=path, fix=fix or "check the path") from None
+        raise missing(f"cannot be read ({e.strerror})", file=path, fix=fix or "check the path") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-            raise error(f"is {kind}, not a regular {what}", file=path, fix=fix or "name a regular file")
-        if os.fstat(fd).st_size > max_bytes:  # a regular file's size is known: refuse before reading
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"is {special_kind(st.st_mode)}, not a regular {what}", file=path,
+                        fix=fix or "name a regular file")
+        if max_bytes is not None and st.st_size > max_bytes:
             raise error(f"is larger than the {max_bytes}-byte limit for a {what}", file=path,
                         fix=fix or f"a {what} should be far smaller; check that this is the right file")
         os.set_blocking(fd, True)
-        parts, total = [], 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
-        if total > max_bytes:
-            raise error(f"is larger than the {max_bytes}-byte limit for a {what}", file=path,
-                        fix=fix or f"a {what} should be far smaller; check that this is the right file")
-        return b"".join(parts)
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_bounded(path: str | Path, max_bytes: int, error: type[RunnerError], *, what: str = "file",
+                 follow_links: bool = True, fix: str | None = None) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; anything else raises `error` (one line).
+
+    The cap is checked on the reported size and again on what is actually read (a file that grows
+    while read, or a device, which reports size 0, cannot get past it).
+    """
+    with open_regular(path, error, what=what, fix=fix, max_bytes=max_bytes, follow_links=follow_links) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"is larger than the {max_bytes}-byte limit for a {what}", file=Path(path),
+                    fix=fix or f"a {what} should be far smaller; check that this is the right file")
+    return data

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,26 +37,11 @@ def file_digests(path: Path) -> tuple[int, str, str]:
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """A regular file opened for reading; links are followed, anything else is refused at once."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO does not block the open
-    except OSError as exc:
-        raise DatasetError(f"cannot be read: {exc.strerror}", file=path) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise DatasetRefused(f"is {special_kind(mode)}, not a regular file", file=path,
-                             fix="give the dataset file itself")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    """A regular dataset file opened for reading; links are followed, anything else is refused at once."""
+    return fileio.open_regular(path, DatasetRefused, fix="give the dataset file itself", unreadable=DatasetError)
 
 
-def special_kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "a symbolic link" if stat.S_ISLNK(mode)
-            else "a special file")
+special_kind = fileio.special_kind
 
 
 def read_regular_file(path: Path, max_bytes: int, what: str = "dataset file", fix: str | None = None) -> bytes:

@@ -17,14 +17,13 @@ sizes are checked before data is read.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+import runner.fileio as fileio
 from runner.errors import ModelError, UsageError
 from runner.workload.models.arch import Arch, param_specs
 
@@ -32,24 +31,8 @@ MAX_CHECKPOINT_BYTES = 8 << 30
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """A regular file opened for reading; anything else is one ModelError."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ModelError("no such checkpoint", file=path, fix="check the path") from None
-    except OSError as e:
-        raise ModelError(f"cannot be read ({e.strerror})", file=path, fix="check the path") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "not a regular file")
-        raise ModelError(f"is {kind}, not a checkpoint file", file=path, fix="name a regular file")
-    if st.st_size > MAX_CHECKPOINT_BYTES:
-        os.close(fd)
-        raise ModelError(f"is {st.st_size} bytes, above the {MAX_CHECKPOINT_BYTES}-byte limit", file=path)
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    """A regular checkpoint file opened for reading; anything else is one ModelError."""
+    return fileio.open_regular(path, ModelError, what="checkpoint file", max_bytes=MAX_CHECKPOINT_BYTES)
 
 
 def from_torch(path: Path) -> dict[str, np.ndarray]:

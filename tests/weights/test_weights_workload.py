@@ -46,5 +46,5 @@ def test_the_workload_refuses_weights_that_are_not_the_pinned_ones(case, prepare
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert list(out.iterdir()) == []
     expected = {"other_bytes": "run.json pins", "no_flag": "no --weights file", "unpinned": "pins no pretrained",
-                "missing_file": "not found"}[case]
+                "missing_file": "no such weights file"}[case]
     assert expected in proc.stderr

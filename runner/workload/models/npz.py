@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import runner.fileio as fileio
 from runner.errors import ModelError
 from runner.fileio import write_atomic
 
@@ -92,20 +92,8 @@ def _bad(path: Path, message: str) -> ModelError:
 
 
 def _open_regular(path: Path) -> tuple[io.BufferedReader, int]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ModelError("weights file not found", file=path, fix="check the path") from None
-    except OSError as e:
-        raise ModelError(f"weights file cannot be read ({e.strerror})", file=path, fix="check the path") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "not a regular file")
-        raise ModelError(f"is {kind}, not a weights file", file=path, fix="name a regular .npz file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb"), st.st_size
+    fh = fileio.open_regular(path, ModelError, what="weights file", fix="name a regular .npz file")
+    return fh, os.fstat(fh.fileno()).st_size
 
 
 def _directory_extent(fh: io.BufferedReader, size: int, path: Path) -> tuple[int, int]:
