@@ -28,16 +28,22 @@ CHUNK = 1 << 20
 FILE_MODE = 0o644
 
 
-def sha256_file(path: str | Path) -> tuple[int, str]:
-    """(size, sha256 hex) of a file, read in chunks."""
-    h, size = hashlib.sha256(), 0
-    buf = bytearray(CHUNK)
+def sha256_stream(fh: BinaryIO, buf: bytearray | None = None) -> tuple[int, str]:
+    """(size, sha256 hex) of what is left in an open binary file; `buf` (reused by callers that hash
+    many files) spares one 1 MiB allocation per file."""
+    buf = buf if buf is not None else bytearray(CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-            size += n
+    h, size = hashlib.sha256(), 0
+    while n := fh.readinto(buf):
+        h.update(view[:n])
+        size += n
     return size, h.hexdigest()
+
+
+def sha256_file(path: str | Path, buf: bytearray | None = None) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in chunks."""
+    with open(path, "rb", buffering=0) as fh:
+        return sha256_stream(fh, buf)
 
 
 def write_atomic(path: str | Path, data: bytes | Sequence[bytes | memoryview], fsync: bool = True) -> tuple[int, str]:

@@ -22,7 +22,6 @@ can be read but fails gives problems. Hashing reads in 1 MiB chunks into one reu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -38,6 +37,7 @@ from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, tables_in
 from runner.errors import BundleError
 from runner.fileio import read_bounded
+from runner.fileio import sha256_file as hash_file  # re-exported: publish, tests and benchmarks use this name
 
 CHUNK = 1 << 20
 SIGNATURE_FILE = "manifest.json.sig"  # runner.publish.sign.SIGNATURE_FILE (not imported: no crypto here)
@@ -89,18 +89,6 @@ class VerifyResult:
             return f"{self.path}: intact ({self.files} files, {self.bytes / 1e6:.1f} MB checked), {self.digest}"
         files = len({p.path for p in self.problems})
         return f"{self.path}: {len(self.problems)} problem(s) in {files} file(s); first: {self.problems[0].line()}"
-
-
-def hash_file(path: Path, buf: bytearray | None = None) -> tuple[int, str]:
-    """(size, sha256) of a file, read in 1 MiB chunks without allocating per chunk."""
-    buf = buf if buf is not None else bytearray(CHUNK)
-    view = memoryview(buf)
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return size, h.hexdigest()
 
 
 def _check_file(root: Path, entry: dict[str, Any], buffers: dict[int, bytearray]) -> tuple[int, Problem | None]:

@@ -21,7 +21,8 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from runner.data.files import CHUNK, read_regular_file, special_kind
+import runner.fileio as fileio
+from runner.data.files import read_regular_file, special_kind
 from runner.errors import DatasetError, DatasetRefused
 
 MANIFEST_NAME = "SHA256SUMS"
@@ -116,21 +117,10 @@ def _check_name(name: str, full: Path | str) -> None:
 
 
 def _hash_file(path: Path | str) -> tuple[int, str]:
-    h, size = hashlib.sha256(), 0
-    try:  # non-blocking: a FIFO swapped in after the listing does not hang the open
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise DatasetRefused(f"cannot be read: {exc.strerror}", file=path) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise DatasetRefused(f"is {special_kind(mode)}, not a regular file", file=path)
-    os.set_blocking(fd, True)
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
+    """(size, sha256) of a regular dataset file; a link, FIFO or device swapped in after the listing
+    is refused (non-blocking open, fstat on the descriptor), never followed or waited on."""
+    with fileio.open_regular(path, DatasetRefused, follow_links=False) as f:
+        return fileio.sha256_stream(f)
 
 
 def safe_relpath(rel: str, source: Path) -> str:
