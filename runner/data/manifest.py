@@ -54,12 +54,6 @@ def dataset_manifest(path: str | Path, exclude: frozenset[str] = frozenset(), *,
     return _finish(hash_all(root, listed, _hash_file, cache_dir=cache_dir, workers=workers))
 
 
-def list_files(path: str | Path) -> list[str]:
-    """Relative paths of the regular files under a folder, refusing links and special files."""
-    root = Path(path).resolve()
-    return [rel for rel, _ in _walk(root, root, "")]
-
-
 def root_hash(entries: Manifest) -> str:
     h = hashlib.sha256()
     for rel in sorted(entries):
@@ -71,11 +65,6 @@ def root_hash(entries: Manifest) -> str:
 def _finish(entries: Manifest) -> tuple[Manifest, str]:
     ordered = dict(sorted(entries.items()))
     return ordered, root_hash(ordered)
-
-
-def _walk(root: Path, folder: Path, prefix: str):
-    for rel, full, _ in _walk_stat(root, folder, prefix):
-        yield rel, Path(full)
 
 
 def _walk_stat(root: Path, folder: Path | str, prefix: str):

@@ -132,16 +132,3 @@ def engine_info(client: docker.DockerClient) -> EngineInfo:
         cpus=info.get("NCPU"),
         memory_bytes=info.get("MemTotal"),
     )
-
-
-def engine_version(client: docker.DockerClient) -> str:
-    """The engine's version string, e.g. `20.10.24+dfsg1`."""
-    with api_errors("asking the engine for its version"):
-        return str(client.version().get("Version", ""))
-
-
-def engine_platform(client: docker.DockerClient) -> str:
-    """The engine's native platform, e.g. `linux/amd64`."""
-    with api_errors("asking the engine for its version"):
-        version = client.version()
-    return f"{version.get('Os', 'linux')}/{normalize_arch(str(version.get('Arch', '')))}"

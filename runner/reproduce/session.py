@@ -216,10 +216,6 @@ def describe_plan(plan: Plan, console: Console) -> None:
                   f"{exp.dataset.name.value}, {exp.variant.value})")
 
 
-def reason_line(exc: RunnerError) -> str:
-    return exc.describe()
-
-
 def _select_engine(choice: str, console: Console) -> Engine:
     """The engine object for `choice`; `auto`: docker when an engine answers, else local (said plainly).
 

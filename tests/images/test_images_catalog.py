@@ -25,7 +25,8 @@ def test_repository_catalog_lists_every_framework_and_variant():
     assert cat.get("tensorflow-cpu").requirements[0] == "tensorflow-cpu==2.21.0"
     assert not cat.get("tensorflow-ppc64le").buildable
     mx = cat.get("mxnet-cpu")
-    assert mx.requirements == ("mxnet==1.9.1", "numpy==1.23.5", "pillow==13.0.0", "pip") and mx.reported_version == "1.9.1"
+    assert mx.requirements == ("mxnet==1.9.1", "numpy==1.23.5", "pillow==13.0.0", "pip")
+    assert mx.reported_version == "1.9.1"
     assert cat.get("mxnet-cuda").requirements[0] == "mxnet-cu112==1.9.1"
 
 

@@ -3,8 +3,8 @@
 Both frameworks read the same batches in the same order with the same augmentation decisions
 (runner.data.image_loader.epoch_batches: the array loader, or for ImageNet with a
 random_resized_crop op the Pillow decoder in worker processes; seeded by the run's seed and the
-epoch). The loader reads the test split in a fixed order with only the deterministic ops (resize), keeping the last partial
-batch. Batches are assembled `PREFETCH` ahead on a background thread in every framework; the
+epoch). The loader reads the test split in a fixed order with only the deterministic ops (resize),
+keeping the last partial batch. Batches are assembled `PREFETCH` ahead on a background thread in every framework; the
 batches themselves do not depend on it.
 """
 
