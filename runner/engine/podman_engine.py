@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -112,7 +113,7 @@ class PodmanRun:
         self._exit: int | None = None
         self._waiter = subprocess.Popen([engine.podman, "wait", name], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                        start_new_session=True)  # Ctrl-C is for us, not for the waiter
+                                        start_new_session=True, cwd=work_dir())  # Ctrl-C is for us
         pid = engine.cli("inspect", "--format", "{{.State.Pid}}", name, check=False).stdout.strip()
         self._pid = int(pid) if pid.isdigit() and int(pid) > 0 else None
 
@@ -196,6 +197,14 @@ class PodmanRun:
         return None
 
 
+def work_dir() -> str:
+    """The working folder of every podman process. conmon (podman's container monitor) writes files
+    such as `oom` into its working folder: never the user's current folder."""
+    path = Path(tempfile.gettempdir()) / f"runner-podman-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return str(path)
+
+
 class PodmanEngine:
     name = "podman"
     isolated = True
@@ -222,7 +231,7 @@ class PodmanEngine:
             proc = subprocess.run([self.podman, *args], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT if merge else subprocess.PIPE,
                                   stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                  text=True, errors="replace", timeout=timeout)
+                                  text=True, errors="replace", timeout=timeout, cwd=work_dir())
         except FileNotFoundError:
             raise EngineError(f"podman is not installed ({self.podman})", fix=INSTALL_FIX) from None
         except subprocess.TimeoutExpired:
@@ -337,7 +346,8 @@ class PodmanEngine:
         from runner.engine.docker_client import api_errors
 
         with tempfile.TemporaryFile() as out:  # podman's messages; a file, so a full pipe never blocks the load
-            load = subprocess.Popen([self.podman, "load"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+            load = subprocess.Popen([self.podman, "load"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=work_dir())
             try:
                 with api_errors(f"saving image {image_id[:19]} from Docker"):
                     for chunk in self.docker.images.get(image_id).save(named=False):
