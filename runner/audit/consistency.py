@@ -19,11 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.bundle.reader import FACTS_FILE, FACTS_SINCE, MANIFEST, load_json_bytes, manifest_facts
+from runner.bundle.reader import FACTS_FILE, FACTS_SINCE, MANIFEST, manifest_facts, read_json_document
 from runner.errors import BundleError
-from runner.fileio import read_bounded
 
-MAX_DOC_BYTES = 64 * 2**20
 RUN_COLUMNS = {"framework": "framework", "sweep": "sweep", "repeat": "repeat", "seed": "seed",
                "status": "status", "reason": "failure_reason", "image_id": "image_id", "engine": "engine"}
 TOP_COLUMNS = {"experiment": "experiment", "spec_sha256": "spec_sha256", "runner_version": "runner_version"}
@@ -34,8 +32,7 @@ Disagreement = tuple[str, str]  # (manifest field, what differs)
 
 
 def _doc(root: Path, rel: str) -> Any:
-    return load_json_bytes(read_bounded(root / rel, MAX_DOC_BYTES, BundleError, what="bundle document",
-                                        follow_links=False), root / rel)
+    return read_json_document(root / rel)
 
 
 def _show(value: Any) -> str:

@@ -6,14 +6,12 @@ reader (which refuses a bundle it cannot trust), so those modules never touch fi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from runner.bundle.reader import Bundle, read_bundle
-from runner.errors import BundleError
+from runner.bundle.reader import Bundle, read_bundle, read_json_document
 
 # The columns that say what a run was (not how it ended): used to match runs across bundles.
 RUN_KEY = ("framework", "sweep", "params_json", "repeat")
@@ -89,10 +87,7 @@ def load_facts(bundle: Bundle | str | Path, tables: list[str] | None = None) -> 
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(f"is not valid JSON ({e})", file=path, fix="the bundle is corrupt: verify it") from None
+    return read_json_document(path)  # bounded: size, links, nesting and item count
 
 
 def run_key(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ FACTS_FILE = "bundle.json"  # schema 2+: every manifest field but `files`, itsel
 FACTS_SINCE = 2  # the bundle schema that introduced FACTS_FILE
 MAX_MANIFEST_BYTES = 16 * 2**20  # ~100,000 file entries
 MAX_JSON_ITEMS = 1_000_000  # separators and containers: bounds what json.loads may build (< 100 MB)
+MAX_DOC_BYTES = 64 * 2**20  # any other JSON document of a bundle (environment, runs/<id>/*.json)
 
 
 def bundle_digest(manifest: dict[str, Any]) -> str:
@@ -118,6 +119,13 @@ def load_json_bytes(data: bytes, path: Path, error: type[RunnerError] = BundleEr
         raise error("nests JSON too deeply to be a bundle document", file=path, fix="the bundle is corrupt") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise error(f"is not valid JSON ({str(e)[:120]})", file=path, fix="the bundle is corrupt") from None
+
+
+def read_json_document(path: Path, max_bytes: int = MAX_DOC_BYTES) -> Any:
+    """A JSON document of a bundle: a regular file (not a link), at most `max_bytes`, parsed with
+    load_json_bytes's bounds; anything else is one BundleError line."""
+    return load_json_bytes(read_bounded(path, max_bytes, BundleError, what="bundle document", follow_links=False),
+                           path)
 
 
 def _check_files(root: Path, manifest: dict[str, Any]) -> None:

@@ -119,3 +119,34 @@ def test_diff_names_a_busy_host_beside_a_throughput_difference(tmp_path, cli, mo
     assert "mean_images_per_s" in out.out
     js = json.loads(cli("bundle", "diff", a, b, "--json").out)
     assert js["timing"][0]["cause"].startswith("likely cause: the A run's host was busy")
+
+
+@pytest.mark.parametrize("case", ["nested", "link", "fifo"])
+def test_diff_reads_environment_documents_bounded(tmp_path, cli, monkeypatch, case):
+    """`bundle diff` reads environment/*.json through the bundle's bounded JSON reader: a document
+    nested 100,000 deep, a link out of the bundle or a FIFO is one line, exit 2, not a crash or a hang."""
+    import os
+
+    ensure_registered()
+    monkeypatch.chdir(tmp_path)
+    a = make_bundle(tmp_path / "a", spec=SMALL)
+    b = make_bundle(tmp_path / "b", spec=SMALL)
+    host = b / "environment" / "host.json"
+    size = host.stat().st_size
+    host.unlink()
+    if case == "nested":  # a tampered bundle whose manifest lists the new size (diff checks sizes only)
+        host.write_text("[" * 100_000 + "]" * 100_000)
+        manifest = json.loads((b / "manifest.json").read_text())
+        for entry in manifest["files"]:
+            if entry["path"] == "environment/host.json":
+                entry["size"] = host.stat().st_size
+        (b / "manifest.json").write_text(json.dumps(manifest))
+    elif case == "link":
+        outside = tmp_path / "outside.json"
+        outside.write_text("{" + " " * (size - 2) + "}")
+        host.symlink_to(outside)
+    else:
+        os.mkfifo(host)
+    out = cli("bundle", "diff", a, b)
+    assert out.code == 2, out.err
+    assert len(out.err.strip().splitlines()) == 1 and "host.json" in out.err and "Traceback" not in out.err
