@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,8 +12,6 @@ import pytest
 
 from runner.audit.verify import hash_file, verify_bundle
 from runner.errors import BundleError
-from tests.audit.cli_helpers import ensure_registered
-from tests.audit.synth import make_bundle
 
 SMALL = """\
 name: small
@@ -24,22 +21,6 @@ frameworks: [pytorch, tensorflow]
 recipe: {epochs: 2, batch_size: 32, optimizer: sgd, lr: 0.05, deterministic: true}
 measurement: {warmup_steps: 1, latency_batch_sizes: [1], latency_iterations: 10}
 """
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("verify"), spec=SMALL)
-
-
-@pytest.fixture
-def bundle(pristine, tmp_path):
-    return Path(shutil.copytree(pristine, tmp_path / pristine.name, symlinks=True))
-
-
-@pytest.fixture
-def cli_reg(cli):
-    ensure_registered()
-    return cli
 
 
 def manifest(path: Path) -> dict:

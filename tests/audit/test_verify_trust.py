@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,25 +19,7 @@ from runner.audit.verify import verify_bundle
 from runner.bundle.reader import FACTS_FILE, bundle_digest
 from runner.errors import BundleError
 from runner.fileio import canonical_sha256
-from tests.audit.cli_helpers import ensure_registered
-from tests.audit.synth import make_bundle
-from tests.audit.test_verify import SMALL, edit_manifest, manifest
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("trust"), spec=SMALL)
-
-
-@pytest.fixture
-def bundle(pristine, tmp_path):
-    return Path(shutil.copytree(pristine, tmp_path / pristine.name, symlinks=True))
-
-
-@pytest.fixture
-def cli_reg(cli):
-    ensure_registered()
-    return cli
+from tests.audit.test_verify import edit_manifest, manifest
 
 
 def facts(found) -> list[str]:
