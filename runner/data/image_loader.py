@@ -15,8 +15,10 @@ Spawned, not forked, workers: the parent may already run TensorFlow's or PyTorch
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -213,17 +215,29 @@ class ImageBatches:
 
 
 def render_all(source: FileSource | ArraySource, indices: Sequence[int], transforms: Sequence[Transform],
-               workers: int = 0) -> Iterator[np.ndarray | BaseException]:
+               workers: int = 0, chunk: int = 16) -> Iterator[np.ndarray | BaseException]:
     """Render many images in order (prepare's pre-decoding), yielding each as it is done; a
-    failure is yielded in its place, not raised."""
+    failure is yielded in its place, not raised.
+
+    With workers, at most 2 x workers chunks of `chunk` images are in flight (submitted or done
+    but not yet consumed), so the memory held here is bounded whatever the number of images
+    (`Executor.map` would submit them all at once and keep every finished result)."""
     items = list(zip(indices, transforms, strict=True))
     if workers == 0:
         for i, t in items:
             yield _try(source, i, t)
         return
+    chunks = (items[k:k + chunk] for k in range(0, len(items), chunk))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                              initializer=_init, initargs=(source,)) as pool:
-        yield from pool.map(_try_global, items, chunksize=64)
+        pending: deque[Future] = deque(pool.submit(_try_many, c) for c in itertools.islice(chunks, 2 * workers))
+        while pending:
+            done = pending.popleft().result()
+            following = next(chunks, None)
+            if following is not None:
+                pending.append(pool.submit(_try_many, following))
+            yield from done
+            del done
 
 
 def _try(source: FileSource | ArraySource, i: int, t: Transform) -> np.ndarray | BaseException:
@@ -236,9 +250,9 @@ def _try(source: FileSource | ArraySource, i: int, t: Transform) -> np.ndarray |
         return decode.BadImage(f"cannot be decoded ({type(exc).__name__}: {exc})", file=where)
 
 
-def _try_global(item: tuple[int, Transform]) -> np.ndarray | BaseException:
+def _try_many(items: list[tuple[int, Transform]]) -> list[np.ndarray | BaseException]:
     assert _SOURCE is not None
-    return _try(_SOURCE, *item)
+    return [_try(_SOURCE, *item) for item in items]
 
 
 def default_workers() -> int:

@@ -197,8 +197,28 @@ class ImagenetReader:
         self.index()  # the layout's one-line errors before anything is decoded
         return SourceRecord(kind="folder", name=root.name, verified_by=by, official=False, root_sha256=root_hash)
 
-    def read(self) -> RawDataset:
-        from runner.data.imagenet_prepare import decode_all
+    def write_prepared(self, folder: Path) -> dict:
+        """Verify, then decode every image at `size` straight into the (staging) folder's .npy
+        files (imagenet_prepare.write_shards: streamed, bounded memory); the meta.json written."""
+        from runner.data.imagenet_prepare import check_size, write_shards
 
+        check_size(self.size)
         record = self.verify()
-        return decode_all(self.index(), self.size, record)
+        return write_shards(self.index(), self.size, record, folder)
+
+    def read(self) -> RawDataset:
+        """The decoded arrays in memory (the DatasetReader protocol): for small datasets only;
+        `prepare` streams to disk through `write_prepared` instead."""
+        import tempfile
+
+        import numpy as np
+
+        from runner.data.prepared import load_prepared
+
+        with tempfile.TemporaryDirectory(prefix="runner-imagenet-") as tmp:
+            meta = self.write_prepared(Path(tmp))
+            p = load_prepared(tmp, mmap=False, verify="sizes")
+            arrays = {k: np.array(getattr(p, k)) for k in ("train_x", "train_y", "test_x", "test_y")}
+        source = SourceRecord(**{k: v for k, v in meta["source"].items()})
+        return RawDataset(name="imagenet", classes=tuple(meta["classes"]), source=source,
+                          extra={"decode": meta["decode"], "skipped": meta["skipped"]}, **arrays)

@@ -90,8 +90,14 @@ def prepare(source_path: str | Path, out_dir: str | Path, name: str | None = Non
             raise DatasetError(f"--size applies to ImageNet folders, not {reader.name}", field="--size",
                                fix="drop --size (CIFAR images keep their 32 x 32)")
         reader.size = size
-    raw = reader.read()
     out_dir = Path(out_dir)
+    from runner.data.imagenet import ImagenetReader
+
+    if isinstance(reader, ImagenetReader):  # decoded rows streamed into the staging folder's .npy files
+        with staged_dir(out_dir) as tmp:
+            reader.write_prepared(tmp)
+        return load_prepared(out_dir)
+    raw = reader.read()
     with staged_dir(out_dir) as tmp:
         write_prepared(raw, tmp)
     return load_prepared(out_dir)
@@ -106,23 +112,34 @@ def write_prepared(raw: RawDataset, folder: Path) -> dict[str, Any]:
     if raw.train_y_coarse is not None and raw.test_y_coarse is not None:
         arrays["train_y_coarse.npy"] = raw.train_y_coarse
         arrays["test_y_coarse.npy"] = raw.test_y_coarse
-    files: dict[str, dict[str, Any]] = {}
-    for fname, arr in arrays.items():
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-        data = buf.getvalue()
-        write_bytes_durable(folder / fname, data)
-        files[fname] = {"size": len(data), "sha256": sha256_bytes(data),
-                        "dtype": str(arr.dtype), "shape": list(arr.shape)}
+    files = {fname: write_array(folder, fname, arr) for fname, arr in arrays.items()}
     mean, std = channel_stats(raw.train_x)
+    return write_meta(folder, raw, files, mean, std)
+
+
+def write_array(folder: Path, fname: str, arr: np.ndarray) -> dict[str, Any]:
+    """One small array saved as `np.save` does (in memory first); its meta.json entry."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    data = buf.getvalue()
+    write_bytes_durable(folder / fname, data)
+    return {"size": len(data), "sha256": sha256_bytes(data), "dtype": str(arr.dtype), "shape": list(arr.shape)}
+
+
+def write_meta(folder: Path, raw: RawDataset, files: dict[str, dict[str, Any]], mean: list[float],
+               std: list[float]) -> dict[str, Any]:
+    """meta.json for arrays already written (`files`: each one's size, sha256, dtype, shape).
+
+    Counts and the image shape are taken from `files` (the streamed ImageNet path hands a
+    RawDataset without pixel arrays)."""
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dataset": raw.name,
         "classes": list(raw.classes),
         "coarse_classes": list(raw.coarse_classes) if raw.coarse_classes is not None else None,
-        "counts": {"train": int(len(raw.train_y)), "test": int(len(raw.test_y))},
-        "image_shape": list(raw.train_x.shape[1:]),
+        "counts": {"train": files["train_y.npy"]["shape"][0], "test": files["test_y.npy"]["shape"][0]},
+        "image_shape": list(files["train_x.npy"]["shape"][1:]),
         "layout": "NHWC",
         "train_channel_mean": mean,
         "train_channel_std": std,
@@ -136,16 +153,52 @@ def write_prepared(raw: RawDataset, folder: Path) -> dict[str, Any]:
 
 def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean/std of uint8 NHWC images on the [0, 1] scale (float64 accumulation)."""
-    total = np.zeros(x.shape[-1], np.float64)
-    total_sq = np.zeros(x.shape[-1], np.float64)
+    sums = _ChannelSums(x.shape[-1])
     for i in range(0, len(x), chunk):
-        part = np.asarray(x[i:i + chunk], dtype=np.float64) / 255.0
-        total += part.sum(axis=(0, 1, 2))
-        total_sq += np.square(part).sum(axis=(0, 1, 2))
-    n = max(1, x.shape[0] * x.shape[1] * x.shape[2])
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+        sums.add(x[i:i + chunk])
+    return sums.result(x.shape[0] * x.shape[1] * x.shape[2])
+
+
+def channel_stats_file(npy: Path, max_chunk_bytes: int = 4 << 20) -> tuple[list[float], list[float]]:
+    """channel_stats of a uint8 NHWC .npy file, read in chunks through a reused buffer (not mapped).
+
+    The same float64 arithmetic as `channel_stats`; chunks of 4096 images unless that is more
+    than `max_chunk_bytes` of float64 (at 224 x 224 that would be 4.9 GB: 3 images then). The
+    chunking changes only float rounding far below the 6 decimals recorded."""
+    with open(npy, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        if dtype != np.uint8 or fortran or len(shape) != 4:
+            raise DatasetError(f"holds {dtype}{list(shape)}, expected uint8 NHWC", file=npy)
+        n, row_shape = shape[0], shape[1:]
+        row_bytes = int(np.prod(row_shape))
+        rows = max(1, min(4096, max_chunk_bytes // (8 * row_bytes)))
+        buf = np.empty((rows, *row_shape), np.uint8)
+        sums = _ChannelSums(row_shape[-1])
+        for start in range(0, n, rows):
+            part = buf[: min(rows, n - start)]
+            if fh.readinto(memoryview(part).cast("B")) != part.nbytes:
+                raise DatasetError("is shorter than its header says", file=npy)
+            sums.add(part)
+    return sums.result(n * row_shape[0] * row_shape[1])
+
+
+class _ChannelSums:
+    def __init__(self, channels: int) -> None:
+        self.total = np.zeros(channels, np.float64)
+        self.total_sq = np.zeros(channels, np.float64)
+
+    def add(self, x: np.ndarray) -> None:
+        part = np.asarray(x, dtype=np.float64) / 255.0
+        self.total += part.sum(axis=(0, 1, 2))
+        self.total_sq += np.square(part).sum(axis=(0, 1, 2))
+
+    def result(self, pixels: int) -> tuple[list[float], list[float]]:
+        n = max(1, pixels)
+        mean = self.total / n
+        std = np.sqrt(np.maximum(self.total_sq / n - mean**2, 0.0))
+        return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
 def load_prepared(path: str | Path, mmap: bool = True,
