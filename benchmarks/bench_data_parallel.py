@@ -9,13 +9,18 @@ included) on the small CNN, synthetic CIFAR-10, one intra-op thread per replica,
 - single: one process, batch B;
 - data parallel: 2 replicas, global batch 2B (B per replica). PyTorch: torchrun + DDP over gloo
   (two processes, one thread each); TensorFlow: MirroredStrategy over two logical CPU devices in
-  one process (2 intra-op threads: one per replica).
+  one process (an inter-op thread per replica, an intra-op pool of 2).
 
 Per-replica throughput = B / the leader's median step wall time (the gap between consecutive
 step events: data, compute, gradient all-reduce and the harness's own work). The sides alternate,
 order flipped each round; the ratio is the median of the per-round ratios. Target >= 0.9.
 
-Beside it, what the machine itself allows: two INDEPENDENT single processes at once (no
+Beside it (PyTorch), the same comparison with BARE loops (`dp_bare.py`: a plain DDP loop over
+gloo, no harness): what data parallelism reaches on this machine at all, and the harness's
+data-parallel throughput as a fraction of the bare one. (dp_bare.py's MirroredStrategy loop is
+not in the table: written plainly it ran at 0.42-0.76 of a single process, below the harness's
+own step, so it is no baseline.) And what the machine
+allows: two INDEPENDENT single processes at once (no
 communication) vs one alone, and data parallel vs those two: the first is the hardware's share
 (cores, memory bandwidth, a VM's vCPUs), the second what data parallelism itself costs. Needs two
 free cores: on a shared machine the replicas compete with the neighbours, and that shows in the
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -68,8 +74,6 @@ def config(framework: str, replicas: int, batch: int, steps: int, real_data: boo
     glob = batch * replicas
     cfg["framework"], cfg["run_id"] = framework, f"bench-{framework}-{replicas}"
     cfg["train"].update(batch_size=glob, steps_per_epoch=steps)
-    if framework == "tensorflow" and replicas > 1:
-        cfg["train"]["threads"] = replicas  # one process: its intra-op pool serves every replica
     cfg["parallel"] = {"mode": "data" if replicas > 1 else "none", "replicas": replicas, "global_batch": glob,
                        "per_replica_batch": batch, "lr_scaling": "none", "sync_batch_norm": False}
     return cfg
@@ -110,6 +114,21 @@ def _rate(cfg: dict, work: Path) -> float:
     return cfg["parallel"]["per_replica_batch"] / float(np.median(times))
 
 
+def bare(framework: str, replicas: int, batch: int, steps: int) -> float:
+    """Per-replica images/s of the bare loop (dp_bare.py)."""
+    script = str(REPO / "benchmarks" / "dp_bare.py")
+    mode = "single" if replicas == 1 else {"pytorch": "ddp", "tensorflow": "mirrored"}[framework]
+    argv = [sys.executable, script, framework, mode, str(batch), str(steps)]
+    if framework == "pytorch" and replicas > 1:
+        argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(replicas), *argv[1:]]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"bare {framework} {mode} exited {done.returncode}: {done.stderr[-2000:]}")
+    return float(json.loads(lines[-1])["per_replica_img_s"])
+
+
 def prepared_data(root: Path, train: int) -> Path:
     from runner.data import prepare, write_synthetic
 
@@ -130,30 +149,43 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
         data = prepared_data(Path(tmp), train=2 * args.batch * args.steps)  # every step a full global batch
         for fw in args.frameworks:
-            ratios, single, dp, pair = [], [], [], []
+            ratios, single, dp, pair, bare_ratios, of_bare = [], [], [], [], [], []
             for r in range(args.rounds):
-                sides = [("single", 1, 1), ("dp", 2, 1), ("pair", 1, 2)]
+                sides = [("single", 1, 1), ("dp", 2, 1), ("pair", 1, 2), ("bare-single", 1, 0), ("bare-dp", 2, 0)]
                 got = {}
+                if fw != "pytorch":
+                    sides = sides[:3]
                 for name, replicas, copies in (sides if r % 2 == 0 else sides[::-1]):
+                    if copies == 0:
+                        got[name] = bare(fw, replicas, args.batch, args.steps)
+                        continue
                     cfg = config(fw, replicas, args.batch, args.steps, args.real_data)
                     got[name] = measure(cfg, data, Path(tmp) / f"{fw}-{r}-{name}", copies)
                 single.append(got["single"])
                 dp.append(got["dp"])
                 pair.append(got["pair"])
                 ratios.append(got["dp"] / got["single"])
+                if "bare-dp" in got:
+                    bare_ratios.append(got["bare-dp"] / got["bare-single"])
+                    of_bare.append(got["dp"] / got["bare-dp"])
             ratio = statistics.median(ratios)
             missed |= ratio < TARGET
             rows.append((fw, statistics.median(single), statistics.median(dp), ratio,
+                         statistics.median(bare_ratios) if bare_ratios else math.nan,
+                         statistics.median(of_bare) if of_bare else math.nan,
                          statistics.median(pair) / statistics.median(single),
                          statistics.median(dp) / statistics.median(pair), " ".join(f"{x:.2f}" for x in ratios)))
     print(f"data parallel on CPU, 2 replicas, small CNN, {args.batch} images per replica, "
           f"{'real data' if args.real_data else 'synthetic compute'}, "
           f"{args.steps} steps x {args.rounds} rounds, load average {os.getloadavg()[0]:.1f}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'framework':<11} {'single img/s':>13} {'per replica img/s':>18} {'ratio':>6}  target   "
-          f"{'2 independent / single':>23} {'dp / 2 independent':>19}  rounds")
-    for fw, s, d, ratio, hw, own, each in rows:
-        print(f"{fw:<11} {s:>13.1f} {d:>18.1f} {ratio:>6.3f}  >= {TARGET}  {hw:>23.3f} {own:>19.3f}  {each}")
+    print(f"{'framework':<11} {'single img/s':>12} {'per replica':>11} {'ratio':>6}  target  "
+          f"{'bare ratio':>10} {'dp/bare dp':>10} {'2 indep/1':>9} {'dp/2 indep':>10}  rounds")
+    for fw, s, d, ratio, bare_ratio, of_bare, hw, own, each in rows:
+        print(f"{fw:<11} {s:>12.1f} {d:>11.1f} {ratio:>6.3f}  >= {TARGET}  {bare_ratio:>10.3f} {of_bare:>10.3f} "
+              f"{hw:>9.3f} {own:>10.3f}  {each}")
+    print("ratio: harness per-replica / harness single; bare ratio: the same for the bare loops (dp_bare.py); "
+          "dp/bare dp: harness data parallel / bare data parallel")
     return 1 if missed else 0
 
 

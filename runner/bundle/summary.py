@@ -156,6 +156,8 @@ def run_rows(log: EventLog, run_id: str, engine_status: str, engine_reason: str 
         "latency_p50_ms_json": json.dumps(p50) if p50 else None,
         "peak_device_memory_bytes": max((_int(m.get("peak_device_bytes")) or 0 for m in memory), default=None)
         or None,
+        "warmup_peak_device_memory_bytes": max(
+            (_int(m.get("warmup_peak_device_bytes")) or 0 for m in memory), default=None) or None,
         "peak_host_memory_bytes": max((_int(m.get("peak_host_bytes")) or 0 for m in memory), default=None)
         or None,
         "events_truncated": log.truncated,

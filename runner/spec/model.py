@@ -128,6 +128,9 @@ class Dataset(Strict):
     synthetic: SyntheticData | None = None
     num_classes: Annotated[int, Field(gt=0, le=MAX_CLASSES)] | None = Field(
         None, description="must equal the dataset's own class count (the workload checks the data)")
+    decode: Literal["shards", "jpeg"] = Field(
+        "shards", description="imagenet: `shards` (pre-decoded once into .npy on the host) or `jpeg` (the run "
+                              "decodes the mounted JPEGs each epoch: random-resized-crop on the original image)")
 
     @field_validator("sha256")
     @classmethod
@@ -345,6 +348,8 @@ class Measurement(Strict):
     latency_iterations: Steps = 50
     target_accuracy: Probability | None = None
     synthetic_compute: bool = Field(False, description="compute-only throughput on device-resident data")
+    read_every_steps: Steps = Field(
+        20, description="training loss/accuracy/step times read back from the device every N steps (1: every step)")
     inference: Inference | None = Field(None, description="fp32 / fp16 / bf16 / int8 inference comparison")
 
 

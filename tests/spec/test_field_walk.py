@@ -116,6 +116,7 @@ REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
     "recipe.augmentation[random_resized_crop].ratio": (
         {**RRC, "recipe.augmentation": [{"op": "random_resized_crop", "size": 32, "ratio": [0.5, 2.0]}]},
         "data.augmentation.0.ratio", [0.5, 2.0]),
+    "dataset.decode": ({**RRC, "dataset.decode": "jpeg"}, "data.decode", "jpeg"),
     "dataset.synthetic.classes": ({**RRC, "dataset.synthetic": {"train_size": 60, "test_size": 30, "classes": 3}},
                                   "model.num_classes", 3),
     "recipe.normalize.mean": ({"recipe.normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}},
@@ -136,6 +137,7 @@ REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
     "measurement.latency_batch_sizes": ({"measurement.latency_batch_sizes": [4]},
                                         "measurement.latency_batch_sizes", [4]),
     "measurement.latency_iterations": ({"measurement.latency_iterations": 7}, "measurement.latency_iterations", 7),
+    "measurement.read_every_steps": ({"measurement.read_every_steps": 3}, "measurement.read_every_steps", 3),
     "measurement.target_accuracy": ({"measurement.target_accuracy": 0.6}, "measurement.target_accuracy", 0.6),
     "measurement.synthetic_compute": ({"measurement.synthetic_compute": True}, "measurement.synthetic_compute",
                                       True),

@@ -132,12 +132,21 @@ def test_two_replicas_equal_one_process_over_the_global_batch(framework: str, pr
     assert dp_eval["test_loss"] == pytest.approx(one_eval["test_loss"], rel=REL_TOL)
     parallel = dp["run_start"][0]["settings"]["parallel"]
     assert parallel["replicas"] == 2 and parallel["per_replica_batch"] == GLOBAL_BATCH // 2
+    settings = dp["run_start"][0]["settings"]
+    threads = dp["run_start"][0]["settings"]["intra_op_threads"]
     if framework == "pytorch":
         assert (parallel["launcher"], parallel["wrapper"], parallel["backend"]) == (
             "torchrun", "DistributedDataParallel", "gloo")
+        # no per-forward buffer broadcast: one blocking collective per step fewer (torch_harness.DDP_OPTIONS)
+        assert parallel["ddp"] == {"broadcast_buffers": False, "gradient_as_bucket_view": True}
+        assert threads == single["run_start"][0]["settings"]["intra_op_threads"]  # per replica process
     else:
         assert parallel["wrapper"] == "tf.distribute.MirroredStrategy"
         assert [d.split("/")[-1] for d in parallel["devices"]] == ["device:CPU:0", "device:CPU:1"]
+        # one process for both replicas: an inter-op thread each (they run side by side), the
+        # intra-op pool as large as two PyTorch replica processes' together
+        assert settings["inter_op_threads"] == 2
+        assert threads == 2 * single["run_start"][0]["settings"]["intra_op_threads"]
     assert "parallel" not in single["run_start"][0]["settings"]
 
 

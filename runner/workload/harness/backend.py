@@ -3,8 +3,10 @@
 The protocol (harness/protocol.py) owns the loop, the clocks, the events and the statistics;
 a backend owns only what differs between frameworks: building the model from the shared
 architecture, moving a batch to the device, one training step, one evaluation step, one
-inference call, and how to wait for the device. Everything a backend returns has already
-been synchronised (a Python float or int), so the protocol's clock reads are honest.
+inference call, and how to wait for the device. A training step's statistics are returned
+unread (device values) and read back in groups (`read_steps`), so the host need not wait for the
+device every step; everything else a backend returns has already been synchronised (a Python
+float or int), so the protocol's clock reads are honest.
 """
 
 from __future__ import annotations
@@ -42,8 +44,23 @@ class Backend(Protocol):
         """A float32 NHWC batch and int64 labels, on the device, in the framework's layout;
         returns once the copy is complete."""
 
-    def train_step(self, batch: Any, lr: float) -> tuple[float, int]:
-        """Set the learning rate, run forward/backward/update; return (mean loss, correct)."""
+    def train_step(self, batch: Any, lr: float) -> Any:
+        """Set the learning rate, launch forward/backward/update; return the step's (mean loss,
+        correct) UNREAD (device values, or numbers where the framework has no lazy form)."""
+
+    def read_steps(self, pending: list[Any]) -> list[tuple[float, int]]:
+        """Read back the statistics of launched steps, in order: (mean loss, correct) of the
+        global batch each. One synchronisation (and one all-reduce across replicas) for all."""
+
+    def mark(self) -> Any:
+        """A device timer mark in the launch stream (a CUDA event), or None: steps are then
+        timed by the host clock."""
+
+    def elapsed_s(self, start: Any, end: Any) -> float:
+        """Seconds between two marks, once both are read (after `read_steps`)."""
+
+    def reset_peak_device_bytes(self) -> int | None:
+        """The device's peak memory so far (warm-up), then reset the counter; None on CPU."""
 
     def eval_step(self, batch: Any) -> tuple[float, int]:
         """Inference-mode forward on a labelled batch: (summed loss, correct)."""

@@ -2,8 +2,9 @@
 
 Both frameworks read the same batches in the same order with the same augmentation decisions
 (runner.data.image_loader.epoch_batches: the array loader, or for ImageNet with a
-random_resized_crop op the Pillow decoder in worker processes; seeded by the run's seed and the
-epoch). The loader reads the test split in a fixed order with only the deterministic ops (resize),
+random_resized_crop op the Pillow decoder in worker processes, from the pre-decoded shards or,
+with `data.decode: jpeg`, from the mounted JPEG files themselves; seeded by the run's seed and
+the epoch). The loader reads the test split in a fixed order with only the deterministic ops (resize),
 keeping the last partial batch. Batches are assembled `PREFETCH` ahead on a background thread in every framework; the
 batches themselves do not depend on it.
 """
@@ -11,16 +12,34 @@ batches themselves do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runner.data.augment import normalize_ops, output_side
 from runner.data.image_loader import epoch_batches
-from runner.errors import SpecError
+from runner.errors import SpecError, UsageError
 from runner.workload.harness.config import RunConfig
 
 PREFETCH = 2
+
+
+def open_dataset(cfg: RunConfig, data_dir: Path, images_dir: Path | None = None) -> Any:
+    """The run's data as run.json's `data.decode` says: the prepared .npy folder (`shards`, and
+    every CIFAR run), or the host's JPEG index plus the mounted JPEG folder (`jpeg`:
+    runner.data.jpeg_index, every indexed file checked before the first epoch)."""
+    if cfg.data.decode == "jpeg":
+        from runner.data.jpeg_index import load_jpeg_index
+
+        return load_jpeg_index(data_dir, images_dir)
+    if images_dir is not None:
+        raise UsageError("--images is for decode: jpeg runs; run.json says data.decode: shards", field="--images",
+                         fix="drop --images (the prepared folder holds the pixels)")
+    from runner.data.prepared import load_prepared
+
+    # The host verified every file's sha256 before mounting the folder read-only.
+    return load_prepared(data_dir, verify="sizes")
 
 
 class Batches:

@@ -28,6 +28,7 @@ VARIANTS = ("cpu", "cuda", "ppc64le")
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
 PARALLEL_MODES = ("none", "data")
 LR_SCALING = ("none", "linear")
+DECODE_MODES = ("shards", "jpeg")  # data.decode (runner.data.jpeg_index)
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, which Keras calls) takes < 2**32
 
 _INT = (int,)
@@ -105,6 +106,7 @@ class DataConfig:
     augmentation: list[dict[str, Any]]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    decode: str = "shards"  # ImageNet: "shards" (pre-decoded .npy) | "jpeg" (decoded from the JPEGs in the run)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class MeasureConfig:
     target_accuracy: float | None
     synthetic_compute: bool
     inference: InferenceConfig | None = None
+    read_every_steps: int = 1  # training statistics read back from the device every N steps
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,13 @@ def _triple(r: _Reader, key: str, positive: bool) -> tuple[float, float, float]:
 def read_data(obj: Any, file: Path) -> DataConfig:
     r = _Reader(obj, file, "data", {
         "name": (str,), "num_classes": _INT, "augmentation": (list,), "mean": (list,), "std": (list,),
-    })
+        "decode": (str,),
+    }, optional=("decode",))
+    decode = r.choice("decode", DECODE_MODES) if "decode" in obj else "shards"
+    if decode == "jpeg" and r.get("name") != "imagenet":
+        raise SpecError(f"decode: jpeg reads ImageNet JPEG folders, not {r.get('name')}", file=file,
+                        field="data.decode", fix=f"drop decode (or use decode: shards): {r.get('name')} is read "
+                                                 "from its prepared arrays")
     for i, op in enumerate(r.get("augmentation")):
         if not isinstance(op, dict) or not isinstance(op.get("op"), str):
             raise SpecError("each augmentation must be an object with an `op`", file=file,
@@ -230,7 +239,7 @@ def read_data(obj: Any, file: Path) -> DataConfig:
     return DataConfig(
         name=r.get("name"), num_classes=r.positive("num_classes"),
         augmentation=[dict(op) for op in r.get("augmentation")],
-        mean=_triple(r, "mean", positive=False), std=_triple(r, "std", positive=True),
+        mean=_triple(r, "mean", positive=False), std=_triple(r, "std", positive=True), decode=decode,
     )
 
 
@@ -266,8 +275,8 @@ def read_measurement(obj: Any, file: Path) -> MeasureConfig:
     r = _Reader(obj, file, "measurement", {
         "warmup_steps": _INT, "eval_every_epochs": _INT, "latency_batch_sizes": (list,),
         "latency_iterations": _INT, "target_accuracy": _OPT_NUM, "synthetic_compute": (bool,),
-        "inference": (dict, type(None)),
-    }, optional=("inference",))
+        "inference": (dict, type(None)), "read_every_steps": _INT,
+    }, optional=("inference", "read_every_steps"))
     inference = read_inference(obj.get("inference"), file)
     if r.get("warmup_steps") < 0:
         raise SpecError("must be >= 0", file=file, field="measurement.warmup_steps")
@@ -283,6 +292,7 @@ def read_measurement(obj: Any, file: Path) -> MeasureConfig:
         latency_batch_sizes=tuple(sizes), latency_iterations=r.positive("latency_iterations"),
         target_accuracy=None if target is None else float(target),
         synthetic_compute=r.get("synthetic_compute"), inference=inference,
+        read_every_steps=r.positive("read_every_steps") if "read_every_steps" in obj else 1,
     )
 
 

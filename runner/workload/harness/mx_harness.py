@@ -94,6 +94,9 @@ class MXBackend:
         self._settings = {
             "device": self.device, "precision": t.precision, "deterministic": t.deterministic,
             "execution": "gluon.hybridize(static_alloc, static_shape)", "compile": False, "layout": "NCHW",
+            # the engine is asynchronous on CPU too: a step call returns once queued
+            "step_timing": "host clock (launch; exact per read interval)",
+            "read_every_steps": self.cfg.measurement.read_every_steps,
             "intra_op_threads": t.threads, "inter_op_threads": 1, "engine_env": env,
             "amp": None if amp_dtype is None else f"mxnet.contrib.amp.init(target_dtype={amp_dtype!r})",
             "loss_scale": {"init": LOSS_SCALE_INIT, "growth_interval": LOSS_SCALE_GROWTH_INTERVAL}
@@ -138,8 +141,11 @@ class MXBackend:
         return (1.0 - e) * nll - e * nd.mean(logp, axis=-1)
 
     def _correct(self, logits: Any, y: Any) -> int:
+        return int(self._correct_nd(logits, y).asscalar())
+
+    def _correct_nd(self, logits: Any, y: Any) -> Any:
         pred = self.mx.nd.argmax(logits, axis=-1).astype("int64")
-        return int((pred == y).sum().asscalar())
+        return (pred == y).sum()
 
     # -- steps ----------------------------------------------------------------------------
     def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
@@ -150,7 +156,7 @@ class MXBackend:
         yt.wait_to_read()
         return xt, yt
 
-    def train_step(self, batch: tuple[Any, Any], lr: float) -> tuple[float, int]:
+    def train_step(self, batch: tuple[Any, Any], lr: float) -> tuple[Any, Any]:
         from runner.workload.optim import mx_optim
 
         autograd = self.mx.autograd
@@ -165,7 +171,16 @@ class MXBackend:
             self._apply_scaled()
         else:
             self.opt.apply(self.params)
-        return float(loss.asscalar()), self._correct(logits, y)  # asscalar() waits for the device
+        return loss, self._correct_nd(logits, y)  # unread NDArrays
+
+    def read_steps(self, pending: list[tuple[Any, Any]]) -> list[tuple[float, int]]:
+        return [(float(loss.asscalar()), int(correct.asscalar())) for loss, correct in pending]  # waits
+
+    def mark(self) -> None:
+        return None
+
+    def elapsed_s(self, start: Any, end: Any) -> float:
+        raise NotImplementedError("MXNet steps are timed by the host clock")
 
     def _apply_scaled(self) -> None:
         """Dynamic loss scaling as torch.amp.GradScaler does it: unscale; if every gradient is
@@ -207,6 +222,11 @@ class MXBackend:
             return None
         free, total = self.mx.context.gpu_memory_info(0)
         return int(total - free)
+
+    def reset_peak_device_bytes(self) -> int | None:
+        """MXNet cannot reset its high-water mark (the pool keeps what it took): the warm-up's
+        reading is reported, the final one includes it."""
+        return self.peak_device_bytes()
 
     def is_oom(self, exc: BaseException) -> bool:
         if isinstance(exc, MemoryError):

@@ -95,9 +95,10 @@ def load_pretrained(model_cfg: Any, arch: Any, weights_path: Path | None, cfg: R
     return Pretrained(Path(weights_path), sha, weights, skip)
 
 
-def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: Path | None = None) -> Prepared:
+def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: Path | None = None,
+                images_dir: Path | None = None) -> Prepared:
     """Check everything that needs no framework; raise a RunnerError on bad input."""
-    from runner.data.prepared import load_prepared
+    from runner.workload.harness.batches import open_dataset
     from runner.workload.models import ModelConfig, build_arch
     from runner.workload.optim import OptimConfig
     from runner.workload.schedule import ScheduleConfig
@@ -109,8 +110,7 @@ def prepare_run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: 
     schedule_cfg = ScheduleConfig.from_dict(cfg.schedule, total_epochs=cfg.train.epochs, source=source)
     arch = build_arch(model_cfg)
     pretrained = load_pretrained(model_cfg, arch, weights_path, cfg)
-    # The host verified every file's sha256 before mounting the folder read-only.
-    dataset = load_prepared(data_dir, verify="sizes")
+    dataset = open_dataset(cfg, data_dir, images_dir)  # prepared .npy, or JPEGs (data.decode: jpeg)
     replica = replica_of(cfg)
     batches = Batches(dataset, cfg, model_cfg.input_size, replica.shard)
     _check_dataset(cfg, model_cfg, dataset, batches.output_side())
@@ -275,7 +275,7 @@ def execute(p: Prepared) -> int:
         # The record is being closed: a second stop signal must not tear it.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        memory = _memory(backend, events)
+        memory = _memory(backend, events, protocol.outcome if protocol is not None else None)
         wall_s = time.perf_counter() - t_start
         events.emit("run_end", status=status, reason=reason, error=error, wall_s=wall_s,
                     traceback=tb.splitlines()[-12:] if tb else None)
@@ -289,8 +289,9 @@ def execute(p: Prepared) -> int:
     return EXIT_OK if status == "ok" else EXIT_FAILED
 
 
-def run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: Path | None = None) -> int:
-    return execute(prepare_run(config_path, data_dir, out_dir, weights_path))
+def run(config_path: Path, data_dir: Path, out_dir: Path, weights_path: Path | None = None,
+        images_dir: Path | None = None) -> int:
+    return execute(prepare_run(config_path, data_dir, out_dir, weights_path, images_dir))
 
 
 def initial_weights(p: Prepared) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -313,14 +314,18 @@ def _python() -> dict[str, Any]:
     return python_info()
 
 
-def _memory(backend: Backend | None, events: EventWriter) -> dict[str, Any]:
-    device = None
-    if backend is not None:
+def _memory(backend: Backend | None, events: EventWriter, outcome: Outcome | None) -> dict[str, Any]:
+    """Peak device memory over the timed steps (the counter is reset when warm-up ends; a run
+    that stopped before that reports its peak so far), the warm-up's beside it, and the host's."""
+    device = outcome.timed_peak_device_bytes if outcome is not None else None
+    if device is None and backend is not None:
         try:
             device = backend.peak_device_bytes()
         except Exception:  # noqa: BLE001 - a failed reading must not hide the run's own outcome
             device = None
-    memory = {"peak_device_bytes": device, "peak_host_bytes": peak_host_bytes()}
+    memory = {"peak_device_bytes": device,
+              "warmup_peak_device_bytes": outcome.warmup_peak_device_bytes if outcome is not None else None,
+              "peak_host_bytes": peak_host_bytes()}
     events.emit("memory", **memory)
     return memory
 

@@ -51,6 +51,13 @@ class TFBackend:
         if t.threads is not None:  # must precede the first op (TensorFlow's runtime starts then)
             tf.config.threading.set_intra_op_parallelism_threads(t.threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
+            if self.parallel is not None and not self.gpu:
+                # CPU replicas are logical devices of this one process: one inter-op thread per
+                # replica so their steps run side by side (with one, they took turns: 0.52 of a
+                # single process per replica), and the intra-op pool the size of PyTorch's
+                # replicas' together (threads each).
+                tf.config.threading.set_intra_op_parallelism_threads(t.threads * self.parallel.replicas)
+                tf.config.threading.set_inter_op_parallelism_threads(self.parallel.replicas)
         if self.gpu:
             gpus = tf.config.list_physical_devices("GPU")
             if not gpus:
@@ -67,6 +74,11 @@ class TFBackend:
         self._settings = {
             "device": self.device, "precision": t.precision, "deterministic": t.deterministic,
             "execution": "tf.function(jit_compile=True)" if t.compile else "tf.function",
+            # On a GPU a step call returns once launched: per-step times are launch times there,
+            # the intervals between reads (every read_every_steps) are exact.
+            "step_timing": "host clock (launch; exact per read interval)" if self.gpu
+            else "host clock (synchronous steps)",
+            "read_every_steps": self.cfg.measurement.read_every_steps,
             "compile": t.compile, "layout": "NHWC", "mixed_precision_policy": _POLICIES[t.precision],
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -212,10 +224,18 @@ class TFBackend:
         with tf.device(self.device):  # tf.identity forces the host->device copy now
             return tf.identity(tf.convert_to_tensor(x)), tf.identity(tf.convert_to_tensor(y))
 
-    def train_step(self, batch: tuple[tf.Tensor, tf.Tensor], lr: float) -> tuple[float, int]:
+    def train_step(self, batch: tuple[tf.Tensor, tf.Tensor], lr: float) -> tuple[tf.Tensor, tf.Tensor]:
         self.opt.set_lr(lr)
-        loss, correct = self._train(*batch)
-        return float(loss.numpy()), int(correct.numpy())  # .numpy() waits for the device
+        return self._train(*batch)  # (loss, correct) unread
+
+    def read_steps(self, pending: list[tuple[tf.Tensor, tf.Tensor]]) -> list[tuple[float, int]]:
+        return [(float(loss.numpy()), int(correct.numpy())) for loss, correct in pending]  # .numpy() waits
+
+    def mark(self) -> None:
+        return None  # no device timer: the host clock times steps (settings.step_timing)
+
+    def elapsed_s(self, start: Any, end: Any) -> float:
+        raise NotImplementedError("TensorFlow steps are timed by the host clock")
 
     def eval_step(self, batch: tuple[tf.Tensor, tf.Tensor]) -> tuple[float, int]:
         loss, correct = self._eval(*batch)
@@ -230,6 +250,12 @@ class TFBackend:
 
     def peak_device_bytes(self) -> int | None:
         return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]) if self.gpu else None
+
+    def reset_peak_device_bytes(self) -> int | None:
+        peak = self.peak_device_bytes()
+        if self.gpu:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        return peak
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, tf.errors.ResourceExhaustedError)

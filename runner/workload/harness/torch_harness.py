@@ -34,6 +34,14 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 LOSS_SCALE_INIT = 2.0**15
 LOSS_SCALE_GROWTH_INTERVAL = 2000
 
+# DistributedDataParallel's options, recorded in settings.parallel.ddp. broadcast_buffers=False:
+# DDP's default re-broadcasts rank 0's buffers (BatchNorm running statistics) before every
+# forward, one more blocking collective per step; rank 0's own buffers evolve identically either
+# way (it receives its own), and only rank 0 evaluates and is read back, so nothing a run reports
+# changes. With sync_batch_norm the statistics are global and every replica's are equal anyway.
+# gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy in, no copy out).
+DDP_OPTIONS = {"broadcast_buffers": False, "gradient_as_bucket_view": True}
+
 _AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
 
@@ -84,6 +92,8 @@ class TorchBackend:
         self._settings = {
             "device": str(self.device), "precision": t.precision, "deterministic": t.deterministic,
             "execution": "torch.compile(inductor)" if t.compile else "eager",
+            "step_timing": "cuda events" if self.cuda else "host clock (synchronous steps)",
+            "read_every_steps": self.cfg.measurement.read_every_steps,
             "compile": t.compile, "layout": "NCHW",
             "intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
             "loss_scale": {"init": LOSS_SCALE_INIT, "growth_interval": LOSS_SCALE_GROWTH_INTERVAL}
@@ -100,7 +110,9 @@ class TorchBackend:
                 "replicas": par.replicas, "rank": self.replica.rank, "global_batch": par.global_batch,
                 "per_replica_batch": par.per_replica_batch, "lr_scaling": par.lr_scaling,
                 "lr_factor": par.lr_factor, "sync_batch_norm": par.sync_batch_norm,
-                "torch_seed": self.cfg.seed + self.replica.rank, "buffers": "rank 0's, broadcast every forward",
+                "torch_seed": self.cfg.seed + self.replica.rank,
+                "buffers": "each replica's own; rank 0's evaluate" if self.distributed else None,
+                "ddp": dict(DDP_OPTIONS) if self.distributed else None,
             }
 
     def _init_process_group(self) -> None:
@@ -144,13 +156,13 @@ class TorchBackend:
         compile_ = torch.compile if self.cfg.train.compile else (lambda m: m)
         self.eval_model = compile_(model)
         self.step_model = self.eval_model
-        # DDP's defaults: rank 0's parameters and buffers broadcast now, its buffers (BatchNorm running
-        # statistics) again before every forward: the running statistics evaluation uses are rank 0's.
+        # Rank 0's parameters and buffers are broadcast now (all replicas start from the same canonical
+        # weights anyway); see DDP_OPTIONS for why buffers are not broadcast again every forward.
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             self.step_model = compile_(DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.cuda else None))
+                model, device_ids=[self.device.index] if self.cuda else None, **DDP_OPTIONS))
         trainable, total = torch_impl.count_params(model)
         return ParamCounts(trainable=trainable, total=total)
 
@@ -194,14 +206,26 @@ class TorchBackend:
             loss.backward()
             self.opt.step()
         correct = (logits.detach().argmax(1) == y).sum()
+        return torch.stack([loss.detach().double(), correct.double()])  # unread: no wait for the device
+
+    def read_steps(self, pending: list[torch.Tensor]) -> list[tuple[float, int]]:
+        stats = torch.stack(pending)  # (steps, 2)
         if self.distributed:  # the global batch's mean loss and correct count, for the leader's events
             import torch.distributed as dist
 
-            stats = torch.stack([loss.detach().double(), correct.double()])
-            dist.all_reduce(stats)
-            total_loss, total_correct = stats.tolist()
-            return total_loss / self.replica.processes, int(round(total_correct))
-        return float(loss.item()), int(correct.item())  # .item() waits for the device
+            dist.all_reduce(stats)  # one collective for every step since the last read
+            stats[:, 0] /= self.replica.processes
+        return [(loss, int(round(correct))) for loss, correct in stats.tolist()]  # .tolist() waits
+
+    def mark(self) -> Any:
+        if not self.cuda:
+            return None  # CPU steps are synchronous: the host clock times them
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def elapsed_s(self, start: Any, end: Any) -> float:
+        return float(start.elapsed_time(end)) / 1000.0
 
     def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
         x, y = batch
@@ -229,6 +253,12 @@ class TorchBackend:
 
     def peak_device_bytes(self) -> int | None:
         return int(torch.cuda.max_memory_allocated(self.device)) if self.cuda else None
+
+    def reset_peak_device_bytes(self) -> int | None:
+        peak = self.peak_device_bytes()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return peak
 
     def is_oom(self, exc: BaseException) -> bool:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
