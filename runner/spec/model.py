@@ -322,6 +322,10 @@ class Recipe(Strict):
     label_smoothing: Probability = 0.0
     precision: Literal["fp32", "amp_fp16", "amp_bf16"] = "fp32"
     compile: bool = Field(False, description="torch.compile / XLA jit_compile")
+    cuda_graphs: bool = Field(False, description="PyTorch on cuda: torch.compile(mode='reduce-overhead'), the "
+                                                 "step replayed as CUDA graphs (TensorFlow: use compile, XLA)")
+    channels_last: bool = Field(False, description="channels-last memory layout (PyTorch channels_last; "
+                                                   "TensorFlow is NHWC already)")
     deterministic: bool = False
     augmentation: list[Augmentation] = Field(default_factory=list)
     normalize: Normalize | None = Field(None, description="default: the dataset's official mean/std")

@@ -41,9 +41,20 @@ LACKS: dict[str, tuple[Lack, ...]] = {
              "(static graphs, memory planned once)", "set compile: false for runs that include mxnet"),
         Lack("parallel.mode", "data", "the MXNet backend has no data-parallel path (kvstore) in runner",
              "run mxnet on one device (leave resources.parallel out)"),
+        Lack("train.cuda_graphs", True, "runner's MXNet backend has no CUDA-graph capture",
+             "set cuda_graphs: false for runs that include mxnet"),
+        Lack("train.channels_last", True, "runner's MXNet (Gluon) models are NCHW only",
+             "set channels_last: false for runs that include mxnet"),
+    ),
+    # CUDA graphs capture GPU work: nothing to capture on a CPU.
+    "pytorch": (
+        Lack("train.cuda_graphs", True, "CUDA graphs replay GPU kernels; a CPU run has none",
+             "use variant cuda, or cuda_graphs: false", variants=("cpu", "ppc64le")),
     ),
     # Data-parallel BatchNorm synchronisation (docs/workload.md "Data-parallel runs").
     "tensorflow": (
+        Lack("train.cuda_graphs", True, "TensorFlow has no CUDA-graph capture of a training step; its "
+             "launch-overhead remedy is XLA", "set cuda_graphs: false and compile: true (XLA) for tensorflow runs"),
         Lack("parallel.sync_batch_norm", True, "runner's TensorFlow BatchNorm (TorchBatchNorm) does not "
              "all-reduce its statistics under MirroredStrategy", "set recipe.data_parallel.sync_batch_norm: false"),
     ),

@@ -97,6 +97,8 @@ class TrainConfig:
     drop_last: bool
     steps_per_epoch: int | None
     threads: int | None
+    cuda_graphs: bool = False  # PyTorch on cuda: torch.compile(mode="reduce-overhead")
+    channels_last: bool = False  # channels-last memory layout
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,8 @@ def read_train(obj: Any, file: Path) -> TrainConfig:
     r = _Reader(obj, file, "train", {
         "epochs": _INT, "batch_size": _INT, "precision": (str,), "compile": (bool,),
         "deterministic": (bool,), "label_smoothing": _NUM, "drop_last": (bool,),
-        "steps_per_epoch": _OPT_INT, "threads": _OPT_INT,
-    })
+        "steps_per_epoch": _OPT_INT, "threads": _OPT_INT, "cuda_graphs": (bool,), "channels_last": (bool,),
+    }, optional=("cuda_graphs", "channels_last"))  # absent in a hand-written run.json: off
     smoothing = float(r.get("label_smoothing"))
     if not 0.0 <= smoothing < 1.0:
         raise SpecError(f"must be in [0, 1), got {smoothing}", file=file, field="train.label_smoothing")
@@ -207,6 +209,7 @@ def read_train(obj: Any, file: Path) -> TrainConfig:
         deterministic=r.get("deterministic"), label_smoothing=smoothing, drop_last=r.get("drop_last"),
         steps_per_epoch=r.positive("steps_per_epoch", allow_none=True),
         threads=r.positive("threads", allow_none=True),
+        cuda_graphs=bool(obj.get("cuda_graphs", False)), channels_last=bool(obj.get("channels_last", False)),
     )
 
 

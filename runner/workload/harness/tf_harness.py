@@ -79,7 +79,8 @@ class TFBackend:
             "step_timing": "host clock (launch; exact per read interval)" if self.gpu
             else "host clock (synchronous steps)",
             "read_every_steps": self.cfg.measurement.read_every_steps,
-            "compile": t.compile, "layout": "NHWC", "mixed_precision_policy": _POLICIES[t.precision],
+            "compile": t.compile, "layout": "NHWC",  # channels-last already: channels_last changes nothing
+            "channels_last": t.channels_last, "mixed_precision_policy": _POLICIES[t.precision],
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "loss_scale": {"init": LOSS_SCALE_INIT, "growth_interval": LOSS_SCALE_GROWTH_INTERVAL}
