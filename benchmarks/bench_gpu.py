@@ -21,10 +21,11 @@ precision, batch) so both sides train the same network.
 
 Rows: {compute-only, real data} x {fp32, amp_bf16} x batch {128, 512}, plus the ImageNet-size
 row: ResNet-50 at 224x224 (a `resize` op in the spec; never applied in compute-only mode),
-amp_bf16, batch 256, compute-only. The bare figure of a (precision, batch) is the reference for
-both modes (the issue's table: the real data path has to hide the data entirely). The ImageNet
-row's bare loop uses the memory layout the harness reports in `settings.layout` (NCHW today); the
-bare channels_last figure is printed beside it for reference. With `--rounds R` the sides
+amp_bf16, `recipe.channels_last: true`, batch 256, compute-only. The bare figure of a
+(precision, batch) is the reference for both modes (the issue's table: the real data path has to
+hide the data entirely). The ImageNet row's bare loop uses the memory layout the harness reports
+in `settings.layout` (channels_last when it says so, else NCHW); the bare figure in the other
+layout is printed beside it. With `--rounds R` the sides
 alternate (bare first in even rounds) and a row's ratio is the median of its per-round ratios.
 
 Targets: harness / bare >= 0.97 compute-only, >= 0.95 real data; exit 1 if one is missed (or not
@@ -81,7 +82,7 @@ class Row:
 
 # -- planning: specs -> the planner -> run.json ------------------------------------------------------
 def spec(args: argparse.Namespace, mode: str, size: int, precisions: list[str], batches: list[int],
-         train_images: int) -> dict[str, Any]:
+         train_images: int, channels_last: bool = False) -> dict[str, Any]:
     ops = list(REAL_OPS) + ([{"op": "resize", "size": size, "method": "bilinear"}] if size != 32 else [])
     cuda = args.device == "cuda"
     return {
@@ -94,7 +95,8 @@ def spec(args: argparse.Namespace, mode: str, size: int, precisions: list[str], 
         "variant": "cuda" if cuda else "cpu",
         "recipe": {"epochs": 1, "batch_size": batches[0], "optimizer": "sgd", "lr": 0.01,
                    "optimizer_params": {"momentum": 0.9}, "weight_decay": 5e-4, "precision": precisions[0],
-                   "augmentation": ops, "drop_last": True, "steps_per_epoch": args.warmup + args.steps},
+                   "augmentation": ops, "drop_last": True, "steps_per_epoch": args.warmup + args.steps,
+                   **({"channels_last": True} if channels_last else {})},
         "sweeps": [{"name": "grid", "grid": {"precision": precisions, "batch_size": batches}}],
         "measurement": {"warmup_steps": args.warmup, "synthetic_compute": mode == "compute"},
         "resources": {"gpus": 1} if cuda else {"threads": args.threads},
@@ -107,13 +109,13 @@ def plan_rows(args: argparse.Namespace, tmp: Path, train_images: int) -> list[Ro
     from runner.spec.plan import plan_file
     from runner.spec.workload_config import workload_config
 
-    groups = [(mode, 32, args.precisions, args.batches) for mode in args.modes]
-    if args.imagenet_batch:
-        groups.append(("compute", args.imagenet_size, ["amp_bf16"], [args.imagenet_batch]))
+    groups = [(mode, 32, args.precisions, args.batches, False) for mode in args.modes]
+    if args.imagenet_batch:  # the ImageNet-size figure: bf16, channels_last, compute-only
+        groups.append(("compute", args.imagenet_size, ["amp_bf16"], [args.imagenet_batch], True))
     rows = []
-    for mode, size, precisions, batches in groups:
+    for mode, size, precisions, batches, channels_last in groups:
         path = tmp / f"spec-{mode}-{size}.yaml"
-        path.write_text(yaml.safe_dump(spec(args, mode, size, precisions, batches, train_images)))
+        path.write_text(yaml.safe_dump(spec(args, mode, size, precisions, batches, train_images, channels_last)))
         for run in plan_file(path).runs:
             cfg = workload_config(run)
             precision, batch = cfg["train"]["precision"], cfg["train"]["batch_size"]
