@@ -63,6 +63,7 @@ def _array(npy: str) -> np.ndarray:
 
 
 # A transform: ("rrc", u (10x4 float64), scale, ratio, size, flip) | ("center", size, crop_fraction)
+# | ("check",) (decode, no pixels kept)
 Transform = tuple
 
 
@@ -75,6 +76,8 @@ def render(source: FileSource | ArraySource, index: int, transform: Transform) -
         img = decode.open_rgb(read_regular_file(Path(path), decode.MAX_FILE_BYTES, "image"), path)
     else:
         img = decode.from_array(_array(source.npy)[index])
+    if transform[0] == "check":  # decode only: the host's check of every JPEG a decode: jpeg run reads
+        return np.empty((0, 0, 3), np.uint8)
     w, h = img.size
     if transform[0] == "rrc":
         _, u, scale, ratio, size, flip = transform
@@ -266,11 +269,15 @@ def epoch_batches(prepared, split: str, batch_size: int, seed: int, epoch: int, 
                   shard: tuple[int, int] = (0, 1), workers: int | None = None):
     """The batches of one epoch of a prepared split, for any framework.
 
-    ImageNet shards with a `random_resized_crop` op go through `ImageBatches` (Pillow, worker
-    processes): training draws the crop and flip per image from the plan; evaluation resizes
-    the (already centre-cropped) val shards to the output side. Everything else is the array
-    loader (`loader.BatchIterator`).
+    ImageNet with a `random_resized_crop` op goes through `ImageBatches` (Pillow, worker
+    processes): training draws the crop and flip per image from the plan; evaluation is the
+    centre crop. From pre-decoded shards (`decode: shards`) the crop is drawn on the shard's
+    pixels and evaluation resizes the (already centre-cropped) val shards to the output side;
+    from JPEGs (`decode: jpeg`, a `jpeg_index.JpegDataset`) both work on the original files,
+    evaluation with the EVAL_CROP_FRACTION centre crop. Everything else is the array loader
+    (`loader.BatchIterator`; a JpegDataset's arrays render the shards' pixels on demand).
     """
+    from runner.data.jpeg_index import JpegDataset
     from runner.data.loader import BatchIterator
 
     norm = normalize_ops(ops)
@@ -281,7 +288,14 @@ def epoch_batches(prepared, split: str, batch_size: int, seed: int, epoch: int, 
     x, y = prepared.split(split)
     plan = plan_epoch(seed, epoch, len(y), norm) if split == "train" else EpochPlan.identity(len(y), norm)
     side = output_side(int(x.shape[1]), norm)
-    return ImageBatches(ArraySource(str(prepared.path / f"{split}_x.npy")), y, plan, batch_size, side, mean, std,
-                        crop_fraction=1.0, drop_last=drop_last,
+    if isinstance(prepared, JpegDataset):
+        from runner.data.imagenet_prepare import EVAL_CROP_FRACTION
+
+        source: FileSource | ArraySource = prepared.train_source if split == "train" else prepared.test_source
+        crop_fraction = EVAL_CROP_FRACTION
+    else:
+        source, crop_fraction = ArraySource(str(prepared.path / f"{split}_x.npy")), 1.0
+    return ImageBatches(source, y, plan, batch_size, side, mean, std,
+                        crop_fraction=crop_fraction, drop_last=drop_last,
                         workers=default_workers() if workers is None else workers,
                         prefetch=max(1, prefetch), shard=shard if split == "train" else (0, 1))

@@ -65,6 +65,7 @@ class RunRequest:
     time_limit_s: int | None = None
     weights_path: Path | None = None  # pretrained .npz (sha256 already checked), mounted read-only
     replicas: int = 1  # data-parallel replicas (run.json's parallel.replicas): PyTorch's start under torchrun
+    images_dir: Path | None = None  # dataset.decode: jpeg: the ImageNet JPEG folder, mounted read-only
 
     @property
     def devices(self) -> tuple[int, ...]:
@@ -76,12 +77,14 @@ class RunRequest:
     def limits(self) -> Limits:
         return Limits(cpus=self.cpus, memory=self.memory, shm=self.shm, time_s=self.time_limit_s)
 
-    def argv(self, config: str, data: str, out: str, weights: str | None = None) -> list[str]:
+    def argv(self, config: str, data: str, out: str, weights: str | None = None,
+             images: str | None = None) -> list[str]:
         from runner.engine.launcher import workload_module
 
         argv = [*workload_module(self.framework, self.replicas), "run", "--config", config, "--data", data,
                 "--out", out]
-        return argv + ["--weights", weights] if weights is not None else argv
+        argv += ["--weights", weights] if weights is not None else []
+        return argv + ["--images", images] if images is not None else argv
 
 
 # Default cap on processes in a run (containers: --pids-limit): a fork bomb stops there.

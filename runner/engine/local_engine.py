@@ -115,15 +115,17 @@ class LocalEngine:
         """The host's interpreter (or the framework's own venv) with host paths; the mounts are
         recorded for the reader (nothing is mounted: the run sees the host's filesystem)."""
         weights = None if request.weights_path is None else request.weights_path.resolve()
+        images = None if request.images_dir is None else request.images_dir.resolve()
         paths = [(request.code_dir, True), (request.data_dir, True), (request.config_path, True),
-                 (request.out_dir, False)] + ([(weights, True)] if weights is not None else [])
+                 (request.out_dir, False)] + ([(weights, True)] if weights is not None else []) \
+            + ([(images, True)] if images is not None else [])
         env = workload_env(request.threads, str(request.code_dir.resolve()), str(request.out_dir.resolve()))
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
         if request.devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in request.devices)
         python = python_for(request.framework, self.python)  # MXNet has its own venv (interpreters.py)
         argv = request.argv(str(request.config_path), str(request.data_dir), str(request.out_dir),
-                            None if weights is None else str(weights))
+                            None if weights is None else str(weights), None if images is None else str(images))
         return Launch(run_id=request.run_id, bundle_id=request.bundle_id, engine=self.name, argv=(python, *argv),
                       env=env, mounts=tuple(Mount(p.resolve(), str(p.resolve()), ro) for p, ro in paths),
                       out_dir=request.out_dir.resolve(), workdir=str(request.out_dir.resolve()),

@@ -1,9 +1,10 @@
 """The locked-down container every container engine (docker, podman) runs: one description.
 
 Network off, all capabilities dropped, no-new-privileges, read-only root filesystem with a tmpfs
-for scratch, a process limit, the dataset, the code, the run config and pretrained weights mounted
-read-only, only the run's output folder writable, never root inside. The engines turn this one
-Launch into their own options, so both enforce the same isolation (tests/reproduce/test_*_sandbox.py).
+for scratch, a process limit, the dataset (and, for `dataset.decode: jpeg`, the JPEG folder), the
+code, the run config and pretrained weights mounted read-only, only the run's output folder
+writable, never root inside. The engines turn this one Launch into their own options, so both
+enforce the same isolation (tests/reproduce/test_*_sandbox.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ UNPRIVILEGED_UID = 65534  # "nobody": used when the host user is root, so nothin
 
 CODE_MOUNT, DATA_MOUNT, OUT_MOUNT, CONFIG_MOUNT = "/opt/runner", "/data", "/out", "/run/runner.json"
 WEIGHTS_MOUNT = "/weights/pretrained.npz"
+IMAGES_MOUNT = "/images"  # dataset.decode: jpeg: the ImageNet JPEG folder (its index is at DATA_MOUNT)
 TMPFS = {"/tmp": "rw,size=1g,mode=1777"}
 
 
@@ -53,8 +55,11 @@ def container_launch(request: RunRequest, engine: str) -> Launch:
               Mount(request.config_path.resolve(), CONFIG_MOUNT), Mount(request.out_dir.resolve(), OUT_MOUNT, False)]
     if request.weights_path is not None:
         mounts.append(Mount(request.weights_path.resolve(), WEIGHTS_MOUNT))
+    images = IMAGES_MOUNT if request.images_dir is not None else None
+    if request.images_dir is not None:
+        mounts.append(Mount(request.images_dir.resolve(), IMAGES_MOUNT))
     return Launch(run_id=request.run_id, bundle_id=request.bundle_id, engine=engine,
-                  argv=("python3", *request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT, weights)),
+                  argv=("python3", *request.argv(CONFIG_MOUNT, DATA_MOUNT, OUT_MOUNT, weights, images)),
                   env=workload_env(request.threads, CODE_MOUNT, "/tmp"), mounts=tuple(mounts),
                   out_dir=request.out_dir.resolve(), image=request.image_id, workdir="/tmp",
                   devices=request.devices, limits=request.limits,

@@ -33,16 +33,27 @@ CACHE_WAIT_S = 900.0  # generating and preparing the full synthetic CIFAR-100 ta
 class ResolvedDataset:
     name: str
     source: Path  # the official-format folder or archive that was verified
-    prepared: Path  # the .npy folder mounted into runs
+    prepared: Path  # the folder mounted into runs at the data path: the .npy folder, or (decode: jpeg) the index
     source_root_hash: str  # root hash of the source's per-file manifest
     synthetic: bool
+    images: Path | None = None  # decode: jpeg: the verified ImageNet folder itself, mounted read-only beside it
+    decode: str = "shards"
 
     def fingerprint(self) -> dict:
+        """environment/dataset.json: the source's root hash, what was mounted, and how images are decoded
+        (`decode.mode`: `shards` pre-decoded on the host, `jpeg` decoded by the runs)."""
         from runner.data.manifest import dataset_manifest
 
         entries, root = dataset_manifest(self.prepared)
-        meta = json.loads((self.prepared / "meta.json").read_bytes())
-        decoded = {"decode": meta["decode"], "skipped": meta.get("skipped", [])} if "decode" in meta else {}
+        if self.decode == "jpeg":
+            from runner.data.jpeg_index import read_index
+
+            doc, _ = read_index(self.prepared)
+            decoded = {"decode": doc["decode"], "skipped": doc["skipped"], "counts": doc["counts"]}
+        else:
+            meta = json.loads((self.prepared / "meta.json").read_bytes())
+            decoded = {"decode": {"mode": "shards", **meta["decode"]}, "skipped": meta.get("skipped", [])} \
+                if "decode" in meta else {}
         return {"name": self.name, "synthetic": self.synthetic, "source_root_sha256": self.source_root_hash,
                 "prepared_root_sha256": root, **decoded,
                 "prepared_files": {rel: {"size": size, "sha256": sha} for rel, (size, sha) in entries.items()}}
@@ -152,6 +163,8 @@ def resolve_dataset(ds: Dataset, data_root: Path, cache: Path, spec_path: Path) 
         raise DatasetError(f"dataset root hash is {root_hash}, the spec pins {ds.sha256}", file=spec_path,
                            field="dataset.sha256",
                            fix="use the dataset the spec was written for, or update the pin if you changed it")
+    if ds.decode == "jpeg":
+        return _jpeg_index(ds, reader, record, source, cache, spec_path, synthetic)
     size = IMAGENET_PREPARED_SIZE if imagenet else None
     suffix = f"-s{size}" if size else ""
     prepared_dir = cache / "prepared" / f"{ds.name.value}-{root_hash[:16]}{suffix}"
@@ -162,3 +175,35 @@ def resolve_dataset(ds: Dataset, data_root: Path, cache: Path, spec_path: Path) 
             prepare(source, prepared_dir, name=ds.name.value, size=size)
         _make_readable(prepared_dir)
     return ResolvedDataset(ds.name.value, source, prepared_dir, root_hash, synthetic)
+
+
+def _jpeg_index(ds: Dataset, reader, record, source: Path, cache: Path, spec_path: Path,
+                synthetic: bool) -> ResolvedDataset:
+    """decode: jpeg: nothing is pre-decoded. The index of the verified folder (every image
+    decode-checked once, failures recorded as skips: runner/data/jpeg_index.py) is cached by the
+    root hash; the runs mount it at the data path and the ImageNet folder itself read-only."""
+    from runner.data.files import staged_dir
+    from runner.data.imagenet import ImagenetReader
+    from runner.data.jpeg_index import read_index, write_index
+
+    if not isinstance(reader, ImagenetReader):  # the planner refuses this first (data.decode)
+        raise DatasetError(f"decode: jpeg reads ImageNet JPEG folders, not {ds.name.value}", file=spec_path,
+                           field="dataset.decode", fix="drop decode (or use decode: shards)")
+    root_hash = record.root_sha256
+    folder = cache / "prepared" / f"imagenet-{root_hash[:16]}-jpeg-s{IMAGENET_PREPARED_SIZE}"
+
+    def check(path: Path) -> None:
+        doc, _ = read_index(path)
+        if doc["source"].get("root_sha256") != root_hash:
+            raise DatasetError("indexes another version of the dataset", file=path / "index.json",
+                               field="source.root_sha256")
+
+    with cache_entry(folder):  # never inside the dataset folder, which may be read-only
+        if folder.exists():
+            _cached(folder, check)
+        else:
+            with staged_dir(folder) as tmp:
+                write_index(reader.index(), record, tmp, IMAGENET_PREPARED_SIZE)
+        _make_readable(folder)
+    return ResolvedDataset(ds.name.value, source, folder, root_hash, synthetic, images=source.resolve(),
+                           decode="jpeg")

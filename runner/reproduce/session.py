@@ -324,6 +324,10 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     from runner.reproduce.dataset import resolve_dataset
 
     dataset = resolve_dataset(exp.dataset, opts.data_root, opts.cache, Path(spec_path))
+    if engine.isolated and dataset.images is not None:  # decode: jpeg mounts the JPEG folder itself
+        from runner.engine.sandbox import check_mountable
+
+        check_mountable([dataset.images])
     console.print(f"dataset {dataset.name}: verified, root sha256 {dataset.source_root_hash[:16]}"
                   f"{' (synthetic)' if dataset.synthetic else ''}")
 
@@ -430,7 +434,8 @@ def _request(run: Run, writer, dataset, code_dir: Path, image_id: str | None, ru
         image_id=image_id, threads=res["threads"], cpus=res["cpus"], memory=res["memory"],
         shm=res["shm"], gpus=res["gpus"], time_limit_s=res["time_limit_s"],
         weights_path=weights.path.resolve() if weights is not None else None,
-        replicas=parallel_section(res, run.recipe)["replicas"])
+        replicas=parallel_section(res, run.recipe)["replicas"],
+        images_dir=dataset.images.resolve() if dataset.images is not None else None)
 
 
 def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dataset, opts: SessionOptions,

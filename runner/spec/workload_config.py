@@ -114,6 +114,7 @@ def workload_config(run: Run) -> dict[str, Any]:
             "augmentation": list(recipe["augmentation"]),
             "mean": list(mean),
             "std": list(std),
+            "decode": dataset["decode"],
         },
         "measurement": dict(res["measurement"]),
         "parallel": parallel_section(res["resources"], recipe),

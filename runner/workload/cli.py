@@ -1,6 +1,6 @@
 """`python -m runner.workload`: the command a container runs (argparse, stdlib only).
 
-    run    --config run.json --data DIR --out DIR [--weights FILE]   train and measure one run
+    run    --config run.json --data DIR --out DIR [--weights FILE] [--images DIR]   train and measure one run
     info   --framework F                            framework build, devices, threads, pip freeze
     models --framework F --json [...]               per model: params and FLOPs from the real model
 
@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="empty folder for events.jsonl, result.json")
     run.add_argument("--weights", type=Path, default=None,
                      help="the pretrained .npz run.json pins by sha256 (read-only)")
+    run.add_argument("--images", type=Path, default=None,
+                     help="data.decode: jpeg: the ImageNet JPEG folder (read-only); --data holds its index")
 
     info = sub.add_parser("info", help="framework build, devices, threads and packages as JSON")
     info.add_argument("--framework", choices=FRAMEWORKS, required=True)
@@ -63,7 +65,7 @@ def _import_framework(framework: str) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from runner.workload.harness.run import run
 
-    return run(args.config, args.data, args.out, args.weights)
+    return run(args.config, args.data, args.out, args.weights, args.images)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
