@@ -316,6 +316,10 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
 
         check_mountable([opts.data_root, opts.results_root, opts.cache])  # one line, exit 2, nothing written
     executor = _select_executor(plan, engine, opts)
+    if executor.name == "inline":  # runs on this machine: variant cuda needs its GPUs here
+        from runner.reproduce.gpu_check import check_gpus_here
+
+        check_gpus_here(plan, Path(spec_path))
     describe_plan(plan, console)
     from runner.weights.check import plan_weights
 

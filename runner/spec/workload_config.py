@@ -102,6 +102,8 @@ def workload_config(run: Run) -> dict[str, Any]:
             "batch_size": recipe["batch_size"],
             "precision": recipe["precision"],
             "compile": recipe["compile"],
+            "cuda_graphs": recipe["cuda_graphs"],
+            "channels_last": recipe["channels_last"],
             "deterministic": recipe["deterministic"],
             "label_smoothing": recipe["label_smoothing"],
             "drop_last": recipe["drop_last"],
