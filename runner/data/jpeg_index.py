@@ -48,6 +48,7 @@ from runner.data import decode
 from runner.data.files import read_regular_file, write_bytes_durable
 from runner.data.image_loader import FileSource, Transform, default_workers, render, render_all
 from runner.data.imagenet import ImagenetIndex, Skip
+from runner.data.prepared import MetaFacts
 from runner.data.reader import SourceRecord
 from runner.errors import DatasetError
 
@@ -137,7 +138,7 @@ class JpegArray:
 
 
 @dataclass(frozen=True)
-class JpegDataset:
+class JpegDataset(MetaFacts):
     """The index folder (mounted at --data) and the JPEG folder (--images), as the harness reads them."""
 
     path: Path
@@ -162,18 +163,6 @@ class JpegDataset:
     @property
     def test_x(self) -> JpegArray:
         return JpegArray(self.test_source, self.side, ("center", self.side, _eval_crop()))
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.meta["classes"])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.meta["classes"])
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(self.meta["counts"])
 
     def split(self, split: str) -> tuple[JpegArray, np.ndarray]:
         if split == "train":

@@ -40,8 +40,27 @@ META = "meta.json"
 _MAX_META_BYTES = 1 << 20
 
 
+class MetaFacts:
+    """What a dataset's meta document says about its classes and counts (prepared folders and
+    JPEG indexes alike; the class has a `meta` dict)."""
+
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.meta["counts"])
+
+
 @dataclass(frozen=True)
-class PreparedDataset:
+class PreparedDataset(MetaFacts):
     path: Path
     meta: dict[str, Any]
     train_x: np.ndarray
@@ -55,18 +74,6 @@ class PreparedDataset:
     @property
     def name(self) -> str:
         return self.meta["dataset"]
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.meta["classes"])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.meta["classes"])
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(self.meta["counts"])
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split == "train":
