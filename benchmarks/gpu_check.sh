@@ -13,8 +13,9 @@
 # The GPU machine (shared/notes/gpu-check.md) has Python 3.12 with PyTorch (CUDA), numpy, PyYAML,
 # pyarrow; no Docker, no TensorFlow, no pydantic, no pytest, no network. `prepare` downloads
 # pydantic (runner.spec plans bench_gpu's runs) and pytest as Python 3.12 wheels; the check
-# installs them with --no-index into a scratch folder. Sized to finish in under 6 minutes:
-# the CUDA tests take about 20 s; bench_gpu starts no new measurement after BENCH_BUDGET_S
+# installs them with --no-index into a scratch folder (docker: the host side's imports). Sized to
+# finish in under 7 minutes: the CUDA tests take about 20 s; one `runner reproduce` of a 4-run
+# CUDA spec (fp32/bf16 x channels_last, --engine local) at most REPRODUCE_TIMEOUT_S; bench_gpu starts no new measurement after BENCH_BUDGET_S
 # seconds and is stopped (SIGTERM) at BENCH_TIMEOUT_S: it then kills the run in flight and still
 # prints and writes what it measured by then.
 # Exit status: 0 when the tests pass and every target is met, 1 otherwise.
@@ -23,14 +24,15 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WHEELS="$REPO/.gpu/whl"
 PYTHON=${PYTHON:-python3}
-BENCH_BUDGET_S=240      # no new measurement after this (bench_gpu --budget-s)
-BENCH_TIMEOUT_S=300     # hard stop for bench_gpu.py
+BENCH_BUDGET_S=200      # no new measurement after this (bench_gpu --budget-s)
+BENCH_TIMEOUT_S=250     # hard stop for bench_gpu.py
 TEST_TIMEOUT_S=150
+REPRODUCE_TIMEOUT_S=150  # 4 small runs (2 epochs x 20 steps each)
 
 # Pinned to what the repo's own venv runs; pydantic-core must match pydantic's METADATA.
 PY_WHEELS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
            typing-extensions==4.16.0 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4
-           pygments==2.21.0)
+           pygments==2.21.0 docker==7.2.0)
 
 if [[ "${1:-}" == "prepare" ]]; then
     mkdir -p "$WHEELS"
@@ -76,12 +78,34 @@ tests_rc=$?
 grep -E "ulp|passed|failed|error" "$OUT/test_device_augment.txt" | tail -25
 echo "tests exit $tests_rc"
 
+step "runner reproduce of a small CUDA spec, --engine local (read_every_steps, CUDA-event timing, memory)"
+SPEC="$OUT/cuda-small.yaml"
+cat > "$SPEC" <<'YAML'
+name: gpu-check-small
+dataset: {name: cifar10, synthetic: {train_size: 5120, test_size: 1024}}
+model: {name: resnet50, stem: cifar}
+frameworks: [pytorch]
+variant: cuda
+resources: {gpus: 1}
+recipe: {epochs: 2, batch_size: 256, optimizer: sgd, lr: 0.1, optimizer_params: {momentum: 0.9},
+         augmentation: [{op: random_crop, padding: 4}, {op: horizontal_flip, p: 0.5}]}
+measurement: {warmup_steps: 5, read_every_steps: 10}
+sweeps:
+  - {name: options, grid: {precision: [fp32, amp_bf16], channels_last: [false, true]}}
+YAML
+timeout "$REPRODUCE_TIMEOUT_S" "$PYTHON" -c 'from runner.cli.main import main; main()' reproduce "$SPEC" \
+    --engine local --results "$OUT/results" --cache "$OUT/cache" --data-root "$OUT/data" > "$OUT/reproduce.txt" 2>&1
+reproduce_rc=$?
+tail -30 "$OUT/reproduce.txt"
+echo "reproduce exit $reproduce_rc"
+rm -rf "$OUT/cache" "$OUT/data"
+
 step "bench_gpu.py"
 timeout "$BENCH_TIMEOUT_S" "$PYTHON" benchmarks/bench_gpu.py --budget-s "$BENCH_BUDGET_S" \
     --json "$OUT/bench_gpu.json" --keep "$OUT/runs" "$@"
 bench_rc=$?
 [[ $bench_rc == 124 ]] && echo "bench_gpu.py stopped at ${BENCH_TIMEOUT_S} s (its figures so far are above)"
 
-step "done: tests exit $tests_rc, bench_gpu exit $bench_rc"
+step "done: tests exit $tests_rc, reproduce exit $reproduce_rc, bench_gpu exit $bench_rc"
 rm -rf "$SITE"
-[[ $tests_rc == 0 && $bench_rc == 0 ]]
+[[ $tests_rc == 0 && $reproduce_rc == 0 && $bench_rc == 0 ]]
