@@ -46,6 +46,10 @@ from runner.errors import SpecError
 
 RANDOM_OPS = ("random_crop", "horizontal_flip", "brightness", "random_resized_crop")
 DETERMINISTIC_OPS = ("resize",)
+# What runner.workload.harness.device_augment can apply on the device from the same decisions
+# (kept here, torch-free: the planner reads it). random_resized_crop needs the decoded image's
+# size, known only to the host image loader.
+DEVICE_OPS = ("random_crop", "horizontal_flip", "brightness", "resize")
 
 Op = dict[str, Any]
 
@@ -171,6 +175,11 @@ def plan_epoch(seed: int, epoch: int, n: int, ops: Sequence[Op]) -> EpochPlan:
             decisions.append(None)
     return EpochPlan(seed=int(seed), epoch=int(epoch), n=int(n), ops=norm, order=order,
                      decisions=tuple(decisions))
+
+
+def batch_decisions(plan: EpochPlan, positions: slice | np.ndarray) -> tuple[np.ndarray | None, ...]:
+    """The plan's decisions for the plan positions of one batch, one entry per op (None: resize)."""
+    return tuple(None if d is None else d[positions] for d in plan.decisions)
 
 
 # -- applying decisions ----------------------------------------------------------------------------

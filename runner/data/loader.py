@@ -7,6 +7,13 @@ batch, concatenated in rank order, are exactly the unsharded batch. The train sp
 only the deterministic ops (resize), never random augmentation. The last short batch is kept
 unless `drop_last`.
 
+Raw mode (`raw=True`, for augmentation on the device: runner.workload.harness.device_augment)
+yields `(x_uint8, y, decisions)` instead: the uint8 NHWC images at the batch's plan positions
+(`x[plan.order[positions]]`, nothing augmented or normalised), the labels, and the plan's
+decisions for those positions (`augment.batch_decisions`, one entry per op, None for resize).
+The same sharding and prefetch apply; the test split's plan is the identity (resize only).
+Applying the decisions to the raw batch gives exactly the batch of the default mode.
+
 Prefetch: with `prefetch=k > 0`, one background thread builds up to k batches ahead into a
 bounded queue while the caller trains on the current one. numpy releases the GIL in the
 gather, arithmetic and copy kernels that dominate batch assembly, so the data time overlaps
@@ -25,18 +32,20 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from runner.data.augment import EpochPlan, Op, apply_batch, normalize_ops, plan_epoch
+from runner.data.augment import EpochPlan, Op, apply_batch, batch_decisions, normalize_ops, plan_epoch
 from runner.data.prepared import PreparedDataset
 from runner.data.registry import get_dataset
 from runner.errors import UsageError
 
 Batch = tuple[np.ndarray, np.ndarray]
+RawBatch = tuple[np.ndarray, np.ndarray, tuple[np.ndarray | None, ...]]  # (x uint8 NHWC, y, decisions)
 
 
 class BatchIterator:
     def __init__(self, prepared: PreparedDataset, split: str, batch_size: int, seed: int, epoch: int,
                  ops: Sequence[Op], mean: Sequence[float], std: Sequence[float],
-                 drop_last: bool = False, prefetch: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
+                 drop_last: bool = False, prefetch: int = 0, shard: tuple[int, int] = (0, 1),
+                 raw: bool = False) -> None:
         if split not in ("train", "test"):
             raise UsageError(f"unknown split {split!r}", field="split", fix="use 'train' or 'test'")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -47,6 +56,7 @@ class BatchIterator:
         if not (isinstance(rank, int) and isinstance(replicas, int) and 0 <= rank < replicas):
             raise UsageError(f"shard must be (rank, replicas) with 0 <= rank < replicas, got {shard!r}", field="shard")
         self.shard = (rank, replicas)
+        self.raw = bool(raw)
         self.x, self.y = prepared.split(split)
         self.split = split
         self.batch_size = batch_size
@@ -65,20 +75,23 @@ class BatchIterator:
         n = self.plan.n
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _batches(self) -> Iterator[Batch]:
+    def _batches(self) -> Iterator[Batch | RawBatch]:
         rank, replicas = self.shard
         for b in range(len(self)):
             start = b * self.batch_size
             size = min(self.batch_size, self.plan.n - start)  # the GLOBAL batch; this shard takes slice `rank`
             positions = slice(start + rank * size // replicas, start + (rank + 1) * size // replicas)
-            x = apply_batch(self.x, self.plan, positions, self.ops, self.mean, self.std)
-            y = np.asarray(self.y[self.plan.order[positions]], dtype=np.int64)
-            yield x, y
+            idx = self.plan.order[positions]
+            y = np.asarray(self.y[idx], dtype=np.int64)
+            if self.raw:  # fancy indexing copies, also from a read-only memmap
+                yield np.asarray(self.x[idx]), y, batch_decisions(self.plan, positions)
+            else:
+                yield apply_batch(self.x, self.plan, positions, self.ops, self.mean, self.std), y
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | RawBatch]:
         return self._prefetched() if self.prefetch else self._batches()
 
-    def _prefetched(self) -> Iterator[Batch]:
+    def _prefetched(self) -> Iterator[Batch | RawBatch]:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         done = object()

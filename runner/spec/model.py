@@ -328,10 +328,31 @@ class Recipe(Strict):
                                                    "TensorFlow is NHWC already)")
     deterministic: bool = False
     augmentation: list[Augmentation] = Field(default_factory=list)
+    # after `augmentation`: its validator reads the ops (a grid point is re-validated whole)
+    augment_on: Literal["auto", "host", "device"] = Field(
+        "auto", description="where training augmentation runs: auto (the device for PyTorch on cuda when "
+                            "every op can run there, else the host), host, or device (PyTorch only)")
     normalize: Normalize | None = Field(None, description="default: the dataset's official mean/std")
     drop_last: bool = True
     steps_per_epoch: Steps | None = Field(None, description="cap steps per epoch (throughput sweeps)")
     data_parallel: DataParallel = DataParallel()
+
+    @field_validator("augment_on")
+    @classmethod
+    def _device_ops(cls, value: str, info: Any) -> str:
+        """device with an op the device path cannot apply: the rule of runner.workload.capabilities
+        (which frameworks may ask for device is checked per framework by the planner)."""
+        if value != "device":
+            return value
+        from runner.errors import SpecError
+        from runner.workload.capabilities import augment_on
+
+        ops = [op.model_dump() for op in info.data.get("augmentation", [])]
+        try:
+            augment_on("pytorch", "cpu", value, ops, "imagenet")
+        except SpecError as exc:
+            raise ValueError(f"{exc.message}; use augment_on: auto or host") from None
+        return value
 
 
 class Inference(Strict):

@@ -104,6 +104,7 @@ def workload_config(run: Run) -> dict[str, Any]:
             "compile": recipe["compile"],
             "cuda_graphs": recipe["cuda_graphs"],
             "channels_last": recipe["channels_last"],
+            "augment_on": recipe["augment_on"],
             "deterministic": recipe["deterministic"],
             "label_smoothing": recipe["label_smoothing"],
             "drop_last": recipe["drop_last"],

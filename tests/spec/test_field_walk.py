@@ -56,6 +56,7 @@ REACHES: dict[str, tuple[dict[str, Any], str, Any]] = {
     "variant": ({"variant": "cuda", "resources.gpus": 1}, "variant", "cuda"),
     "recipe.epochs": ({"recipe.epochs": 3}, "train.epochs", 3),
     "recipe.channels_last": ({"recipe.channels_last": True}, "train.channels_last", True),
+    "recipe.augment_on": ({"recipe.augment_on": "device"}, "train.augment_on", "device"),
     "recipe.cuda_graphs": ({"variant": "cuda", "resources.gpus": 1, "recipe.cuda_graphs": True},
                            "train.cuda_graphs", True),
     "recipe.batch_size": ({"recipe.batch_size": 16}, "train.batch_size", 16),

@@ -7,6 +7,12 @@ with `data.decode: jpeg`, from the mounted JPEG files themselves; seeded by the 
 the epoch). The loader reads the test split in a fixed order with only the deterministic ops (resize),
 keeping the last partial batch. Batches are assembled `PREFETCH` ahead on a background thread in every framework; the
 batches themselves do not depend on it.
+
+Where a run's augmentation runs on the device (`RunConfig.augment_on`, the rule in
+runner.workload.capabilities.augment_on), training batches are the array loader's raw ones:
+`(x_uint8, y, decisions)`, the images at the batch's plan positions and the plan's decisions for
+them; the PyTorch backend augments them on the device (harness/device_augment.py). Test batches
+stay on the host path (deterministic ops only).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Batches:
             exc.file, exc.field = cfg.path, f"data.augmentation{(exc.field or '').removeprefix('ops')}"
             raise
         self._rng = np.random.default_rng([cfg.seed, 7])  # latency / synthetic inputs only
+        self.raw = cfg.augment_on == "device"  # training batches unaugmented, with their decisions
 
     @property
     def train_size(self) -> int:
@@ -69,14 +76,22 @@ class Batches:
         cap = self.cfg.train.steps_per_epoch
         return min(steps, cap) if cap is not None else steps
 
-    def _iterator(self, split: str, epoch: int, drop_last: bool,
-                  shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _iterator(self, split: str, epoch: int, drop_last: bool, shard: tuple[int, int] = (0, 1),
+                  raw: bool = False) -> Iterator[Any]:
         d, t = self.cfg.data, self.cfg.train
+        if raw:  # the array loader (augment_on resolves to device only for it), unaugmented
+            from runner.data.loader import BatchIterator
+
+            return iter(BatchIterator(self.prepared, split, t.batch_size, self.cfg.seed, epoch, self.ops,
+                                      d.mean, d.std, drop_last=drop_last, prefetch=PREFETCH, shard=shard,
+                                      raw=True))
         return iter(epoch_batches(self.prepared, split, t.batch_size, self.cfg.seed, epoch, self.ops,
                                   d.mean, d.std, drop_last=drop_last, prefetch=PREFETCH, shard=shard))
 
-    def train(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return self._iterator("train", epoch, self.cfg.train.drop_last, self.shard)
+    def train(self, epoch: int, raw: bool | None = None) -> Iterator[Any]:
+        """(x, y) batches, or with `raw` (default: the run's augment_on is device) (x_uint8, y, decisions)."""
+        return self._iterator("train", epoch, self.cfg.train.drop_last, self.shard,
+                              raw=self.raw if raw is None else raw)
 
     def test(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self._iterator("test", 0, False)

@@ -99,6 +99,7 @@ class TrainConfig:
     threads: int | None
     cuda_graphs: bool = False  # PyTorch on cuda: torch.compile(mode="reduce-overhead")
     channels_last: bool = False  # channels-last memory layout
+    augment_on: str = "host"  # where training augmentation runs: auto | host | device (capabilities.augment_on)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,12 @@ class RunConfig:
     def on_gpu(self) -> bool:
         return self.variant == "cuda"
 
+    @property
+    def augment_on(self) -> str:
+        """Where training augmentation runs, "host" or "device" (capabilities.augment_on)."""
+        return capabilities.augment_on(self.framework, self.variant, self.train.augment_on,
+                                       self.data.augmentation, self.data.name, self.path)
+
     @cached_property
     def sha256(self) -> str:
         """Of the canonical JSON of the whole document (computed when asked: the planner checks
@@ -199,7 +206,8 @@ def read_train(obj: Any, file: Path) -> TrainConfig:
         "epochs": _INT, "batch_size": _INT, "precision": (str,), "compile": (bool,),
         "deterministic": (bool,), "label_smoothing": _NUM, "drop_last": (bool,),
         "steps_per_epoch": _OPT_INT, "threads": _OPT_INT, "cuda_graphs": (bool,), "channels_last": (bool,),
-    }, optional=("cuda_graphs", "channels_last"))  # absent in a hand-written run.json: off
+        "augment_on": (str,),
+    }, optional=("cuda_graphs", "channels_last", "augment_on"))  # absent in a hand-written run.json: off, host
     smoothing = float(r.get("label_smoothing"))
     if not 0.0 <= smoothing < 1.0:
         raise SpecError(f"must be in [0, 1), got {smoothing}", file=file, field="train.label_smoothing")
@@ -210,6 +218,7 @@ def read_train(obj: Any, file: Path) -> TrainConfig:
         steps_per_epoch=r.positive("steps_per_epoch", allow_none=True),
         threads=r.positive("threads", allow_none=True),
         cuda_graphs=bool(obj.get("cuda_graphs", False)), channels_last=bool(obj.get("channels_last", False)),
+        augment_on=r.choice("augment_on", capabilities.AUGMENT_ON) if "augment_on" in obj else "host",
     )
 
 
@@ -357,11 +366,14 @@ def parse_config(doc: Any, file: Path) -> RunConfig:
     measurement = read_measurement(r.get("measurement"), file)
     check_support(framework, variant, r.get("measurement").get("inference"), file,  # inference it cannot measure
                   parallel=doc.get("parallel"))
+    data = read_data(r.get("data"), file)
+    # where augmentation runs: refused here (and so at plan time) when the ops cannot run on the device
+    capabilities.augment_on(framework, variant, train.augment_on, data.augmentation, data.name, file)
     return RunConfig(
         run_id=run_id, experiment=r.get("experiment"), sweep=r.get("sweep"),
         framework=framework, variant=variant,
         seed=r.get("seed"), repeat=r.get("repeat"),
-        train=train, data=read_data(r.get("data"), file),
+        train=train, data=data,
         measurement=measurement, parallel=parallel,
         model=dict(r.get("model")), optimizer=dict(r.get("optimizer")), schedule=dict(r.get("schedule")),
         path=file, doc=doc,

@@ -48,25 +48,24 @@ item. On CPU it degrades to a plain pass-through: each array is copied into a fr
 (`staging=True` runs the two-slot staging ring there too, unpinned: that is how the ring is
 tested without a GPU).
 
-How it plugs into the PyTorch backend (not wired yet: torch_harness.py is being edited). For a
-cuda run whose ops all pass `check_supported` and whose data is the array loader:
+How it plugs into the PyTorch backend (wired; docs/workload.md "The device data path"). When the
+run's `augment_on` resolves to device (`runner.workload.capabilities.augment_on`: every op in
+`runner.data.augment.DEVICE_OPS`, the array loader, PyTorch):
 
 1. the loader yields, per batch, `(x_u8, y, decisions)`: the uint8 NHWC images gathered in plan
-   order `prepared.train_x[plan.order[positions]]` (no float conversion, no augmentation on the
-   host), the labels, and `batch_decisions(plan, positions)` (a change in runner.data.loader /
-   harness.batches: the plan and the positions are there already);
-2. the protocol's training source is wrapped once per epoch: `source = DevicePrefetcher(source,
-   backend.device)` (the backend can offer it as `wrap_train_source`; `close()` closes the
-   loader too);
-3. `TorchBackend.to_device` receives the prefetched device tensors and returns
+   order `x[plan.order[positions]]` (no float conversion, no augmentation on the host), the
+   labels, and `batch_decisions(plan, positions)` (`runner.data.loader.BatchIterator(raw=True)`,
+   chosen by `harness.batches.Batches`);
+2. the protocol hands each epoch's training source to `TorchBackend.feed`, which wraps it in
+   `DevicePrefetcher(source, device)` (`close()` closes the loader too);
+3. `TorchBackend.to_device(x, y, decisions)` receives the prefetched device tensors and returns
    `(self.augment(x_u8, decisions), y)` with `self.augment = DeviceAugment(cfg.data.augmentation,
-   cfg.data.mean, cfg.data.std, self.device)` made in `build` (no copy, no wait: the batch is
-   already on the device, so data time is the prefetcher's hand-over). Evaluation batches can
-   stay on the host path (deterministic ops only) or use the same class with no decisions.
+   cfg.data.mean, cfg.data.std, device, memory_format)` made in `build` (channels_last when
+   `train.channels_last`). Evaluation batches stay on the host path (deterministic ops only).
 
 For CIFAR-size data the whole uint8 train split (CIFAR-100: 150 MB) fits on the device: then step
 1 can be `x_dev[torch.as_tensor(plan.order[positions], device=...)]` and only the decisions
-travel per batch. The host path (`apply_batch`) stays the reference and the path for CPU runs.
+travel per batch. The host path (`apply_batch`) stays the reference, and the default off cuda.
 """
 
 from __future__ import annotations
@@ -78,10 +77,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runner.data.augment import EpochPlan, Op, _bilinear_weights, _nearest_index, normalize_ops
+from runner.data.augment import DEVICE_OPS as SUPPORTED_OPS
+from runner.data.augment import Op, _bilinear_weights, _nearest_index, batch_decisions, normalize_ops
 from runner.errors import SpecError
 
-SUPPORTED_OPS = ("random_crop", "horizontal_flip", "brightness", "resize")
+__all__ = ["SUPPORTED_OPS", "DeviceAugment", "DevicePrefetcher", "augment_batch", "batch_decisions",
+           "check_supported"]
 
 
 def check_supported(ops: Sequence[Op], field: str = "data.augmentation") -> tuple[Op, ...]:
@@ -98,11 +99,6 @@ def check_supported(ops: Sequence[Op], field: str = "data.augmentation") -> tupl
                 "known only to the host image loader)", field=f"{field}[{i}].op",
                 fix=f"use the host data path for this run, or only {', '.join(SUPPORTED_OPS)}")
     return norm
-
-
-def batch_decisions(plan: EpochPlan, positions: slice | np.ndarray) -> tuple[np.ndarray | None, ...]:
-    """The plan's decisions for the plan positions of one batch, one entry per op."""
-    return tuple(None if d is None else d[positions] for d in plan.decisions)
 
 
 class DeviceAugment:

@@ -148,6 +148,10 @@ class MXBackend:
         return (pred == y).sum()
 
     # -- steps ----------------------------------------------------------------------------
+    def feed(self, source: Any) -> Any:
+        """The epoch's batches as the loader gives them: augmentation runs on the host here."""
+        return source
+
     def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         nd = self.mx.nd
         xt = nd.array(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), ctx=self.ctx, dtype="float32")  # NHWC -> NCHW

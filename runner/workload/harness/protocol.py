@@ -111,7 +111,8 @@ class Protocol:
         for epoch in range(cfg.train.epochs):
             meter = EpochMeter(epoch=epoch)
             meter.start = self.clock.now()
-            source = None if resident is not None else self.batches.train(epoch)
+            # the backend may wrap the epoch's batches (PyTorch, augmentation on the device: a prefetcher)
+            source = None if resident is not None else self.backend.feed(self.batches.train(epoch))
             try:
                 for step in range(steps):
                     self._step(epoch, step, steps, meter, source, resident)
@@ -140,8 +141,8 @@ class Protocol:
         t0 = time.perf_counter()
         if resident is None:
             assert source is not None
-            x, y = next(source)
-            batch, images = self.backend.to_device(x, y), int(len(y)) * self.replica.processes  # global
+            x, y, *decisions = next(source)  # (x, y), or (x_uint8, y, decisions) to augment on the device
+            batch, images = self.backend.to_device(x, y, *decisions), int(len(y)) * self.replica.processes  # global
         else:
             batch, images = resident, self.cfg.train.batch_size
         t1 = time.perf_counter()

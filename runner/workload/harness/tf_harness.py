@@ -221,6 +221,10 @@ class TFBackend:
         return self.model(x, training=False)
 
     # -- protocol interface ---------------------------------------------------------------
+    def feed(self, source: Any) -> Any:
+        """The epoch's batches as the loader gives them: augmentation runs on the host here."""
+        return source
+
     def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.device(self.device):  # tf.identity forces the host->device copy now
             return tf.identity(tf.convert_to_tensor(x)), tf.identity(tf.convert_to_tensor(y))

@@ -47,6 +47,7 @@ _AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
 class TorchBackend:
     framework = "pytorch"
+    augment: Any = None  # a DeviceAugment when training augmentation runs on the device (build)
 
     def __init__(self, cfg: RunConfig, optim_cfg: Any) -> None:
         self.cfg, self.optim_cfg = cfg, optim_cfg
@@ -166,8 +167,22 @@ class TorchBackend:
 
             self.step_model = compile_(DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.cuda else None, **DDP_OPTIONS))
+        self._build_augment()
         trainable, total = torch_impl.count_params(model)
         return ParamCounts(trainable=trainable, total=total)
+
+    def _build_augment(self) -> None:
+        """Training augmentation on the device when the run's augment_on resolves to it
+        (capabilities.augment_on; the loader then yields raw batches: harness/batches.py)."""
+        on = self.cfg.augment_on
+        self._settings["augmentation"] = {"requested": self.cfg.train.augment_on, "on": on}
+        if on != "device":
+            return
+        from runner.workload.harness.device_augment import DeviceAugment
+
+        d = self.cfg.data
+        memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        self.augment = DeviceAugment(d.augmentation, d.mean, d.std, self.device, memory_format=memory_format)
 
     def _train_mode(self, training: bool) -> None:
         if self.model.training != training:
@@ -183,7 +198,29 @@ class TorchBackend:
                                reduction=reduction)
 
     # -- steps ----------------------------------------------------------------------------
-    def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def feed(self, source: Any) -> Any:
+        """The epoch's training batches: with augmentation on the device, copied onto it one batch
+        ahead (DevicePrefetcher: reused pinned buffers and a side stream on CUDA; fresh tensors on
+        CPU); closing it closes the loader. Otherwise the loader's batches as they are."""
+        if self.augment is None:
+            return source
+        from runner.workload.harness.device_augment import DevicePrefetcher
+
+        return DevicePrefetcher(source, self.device)
+
+    def to_device(self, x: Any, y: Any, decisions: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A host batch (float32 NHWC, int64) to the device; or, with `decisions` (augmentation on
+        the device), the raw uint8 NHWC batch augmented and normalised there by DeviceAugment
+        (bit-identical to the host path: tests/workload/test_device_augment.py)."""
+        if decisions is not None:
+            if self.augment is None:
+                raise RuntimeError("a raw batch with decisions, but augmentation is not on the device")
+            xt, yt = torch.as_tensor(x), torch.as_tensor(y)  # the prefetcher's tensors: already there
+            if xt.device != self.device:
+                xt = xt.to(self.device, non_blocking=True)
+            if yt.device != self.device:
+                yt = yt.to(self.device, non_blocking=True)
+            return self.augment(xt, decisions), yt
         if self.cfg.train.channels_last:  # NHWC memory IS channels_last: a NCHW view, no copy
             xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
         else:
