@@ -120,7 +120,8 @@ def bare(framework: str, replicas: int, batch: int, steps: int) -> float:
     mode = "single" if replicas == 1 else {"pytorch": "ddp", "tensorflow": "mirrored"}[framework]
     argv = [sys.executable, script, framework, mode, str(batch), str(steps)]
     if framework == "pytorch" and replicas > 1:
-        argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(replicas), *argv[1:]]
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(replicas),
+                *argv[1:]]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]

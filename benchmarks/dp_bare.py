@@ -64,6 +64,11 @@ def pytorch(mode: str, batch: int, steps: int) -> list[float]:
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
+    if mode == "ddp":  # gloo's threads must stop before the interpreter exits (else: abort at exit)
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return times
 
 

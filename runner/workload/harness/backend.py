@@ -40,9 +40,14 @@ class Backend(Protocol):
         """Build the model from the shared architecture, load the canonical weights, freeze,
         make the optimizer and the (compiled) step functions."""
 
-    def to_device(self, x: np.ndarray, y: np.ndarray) -> Any:
+    def feed(self, source: Any) -> Any:
+        """The epoch's training batches, wrapped once per epoch (PyTorch with augment_on device:
+        a DevicePrefetcher copying ahead on a side stream); identity elsewhere."""
+
+    def to_device(self, x: np.ndarray, y: np.ndarray, decisions: Any = None) -> Any:
         """A float32 NHWC batch and int64 labels, on the device, in the framework's layout;
-        returns once the copy is complete."""
+        returns once the copy is complete. With `decisions` (augment_on device) x is the uint8
+        batch and the backend augments it on the device from those decisions."""
 
     def train_step(self, batch: Any, lr: float) -> Any:
         """Set the learning rate, launch forward/backward/update; return the step's (mean loss,

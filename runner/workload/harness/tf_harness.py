@@ -118,7 +118,8 @@ class TFBackend:
         return framework_info("tensorflow", probe_gpu=self.gpu)
 
     def settings(self) -> dict[str, Any]:
-        return dict(self._settings)
+        # training augmentation always runs on the host in this backend (recipe.augment_on: device is refused)
+        return dict(self._settings) | {"augmentation": {"requested": self.cfg.train.augment_on, "on": "host"}}
 
     # -- model ----------------------------------------------------------------------------
     def build(self, arch: Any, weights: dict[str, np.ndarray]) -> ParamCounts:
