@@ -77,7 +77,11 @@ def test_bad_spec_writes_nothing(cli, tmp_path, monkeypatch):
 
 def test_missing_dataset_is_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = cli("reproduce", REPO / "experiments" / "cnn-cifar10.yaml", "--engine", "local")
+    # the published spec on this machine's CPU (as a cuda spec it is refused for the GPU first)
+    text = (REPO / "experiments" / "cnn-cifar10.yaml").read_text()
+    spec = tmp_path / "cnn-cifar10-cpu.yaml"
+    spec.write_text(text.replace("variant: cuda", "variant: cpu").replace("{gpus: 1, shm: 2g}", "{shm: 2g}"))
+    result = cli("reproduce", spec, "--engine", "local")
     assert result.code == 2, result
     assert "dataset.path" in result.err and "runner data fetch" in result.err
     assert not (tmp_path / "results").exists()
