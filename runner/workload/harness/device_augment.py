@@ -220,12 +220,12 @@ def augment_batch(x: torch.Tensor, ops: Sequence[Op], decisions: Sequence[Any], 
 
 # -- prefetching onto the device -------------------------------------------------------------------
 
-def _map(item: Any, fn: Any) -> Any:
-    """Apply fn to every numpy array in a nest of tuples/lists; everything else is kept."""
-    if isinstance(item, np.ndarray):
+def _map(item: Any, fn: Any, leaf: type = np.ndarray) -> Any:
+    """Apply fn to every `leaf` (numpy array, or tensor) in a nest of tuples/lists; everything else is kept."""
+    if isinstance(item, leaf):
         return fn(item)
     if isinstance(item, tuple | list):
-        return type(item)(_map(v, fn) for v in item)
+        return type(item)(_map(v, fn, leaf) for v in item)
     return item
 
 
@@ -333,10 +333,10 @@ class DevicePrefetcher:
         self._launched += 1
         host = slot.fill(item)
         if not self.cuda:
-            return _map_tensors(host, torch.clone), None
+            return _map(host, torch.clone, torch.Tensor), None
         assert self._stream is not None
         with torch.cuda.stream(self._stream):
-            dev = _map_tensors(host, lambda t: t.to(self.device, non_blocking=True))
+            dev = _map(host, lambda t: t.to(self.device, non_blocking=True), torch.Tensor)
             ready = torch.cuda.Event()
             ready.record(self._stream)
         slot.ready = ready
@@ -350,10 +350,3 @@ class DevicePrefetcher:
         if self._iter is not self._source:
             getattr(self._source, "close", lambda: None)()
 
-
-def _map_tensors(item: Any, fn: Any) -> Any:
-    if isinstance(item, torch.Tensor):
-        return fn(item)
-    if isinstance(item, tuple | list):
-        return type(item)(_map_tensors(v, fn) for v in item)
-    return item
