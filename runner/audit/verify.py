@@ -34,7 +34,7 @@ from typing import Any
 
 from runner.audit.consistency import fact_disagreements
 from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_manifest
-from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, tables_in
+from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, may_hold, tables_in
 from runner.errors import BundleError
 from runner.fileio import read_bounded
 from runner.fileio import sha256_file as hash_file  # re-exported: publish, tests and benchmarks use this name
@@ -193,7 +193,7 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
             out.append(Problem(rel, "schema", f"`{name}` is not a declared table"))
             continue
         missing = [f.name for f in columns if f.name not in schema.names]
-        extra = [n for n in schema.names if n not in columns.names]
+        extra = [n for n in schema.names if n not in columns.names and not may_hold(name, n, manifest_version)]
         if missing:
             out.append(Problem(rel, "schema", f"lacks the declared columns {missing}"))
         if extra:

@@ -203,7 +203,8 @@ def write_run_config(run: Run, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(workload_config(run), indent=2, sort_keys=True))
+    config = run.recorded_config if run.recorded_config is not None else workload_config(run)
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     return path
@@ -297,6 +298,21 @@ def _resolve_images(engine: Engine, plan: Plan, opts: SessionOptions, console: C
     return images
 
 
+def _bind_rerun(plan: Plan, rerun: Rerun, console: Console) -> Plan:
+    """Each planned run rebound to the bundle's record of it: its id and the run.json it read."""
+    from runner.errors import BundleError
+    from runner.reproduce.recorded import bind_recorded, recorded_runs
+
+    binding = bind_recorded(plan, recorded_runs(rerun.bundle))
+    for note in binding.notes:
+        console.print(f"[yellow]{note}[/]", markup=True, highlight=False)
+    if not binding.plan.runs:
+        raise BundleError("none of its runs can be rerun: today's plan of its spec matches no recorded run",
+                          file=rerun.bundle / "tables" / "runs.parquet",
+                          fix="rerun its spec.yaml instead (`runner reproduce SPEC`)")
+    return binding.plan
+
+
 def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None = None,
                    console: Console | None = None, rerun: Rerun | None = None) -> Path:
     """The whole main job. Returns the finalized bundle's path.
@@ -307,6 +323,8 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
 
     console = console or Console()
     plan = plan_file(spec_path, max_runs=max_runs or MAX_RUNS)  # bad spec: one line, nothing written
+    if rerun is not None:
+        plan = _bind_rerun(plan, rerun, console)
     spec_text = Path(spec_path).read_text(encoding="utf-8")
     exp = plan.experiment
     engine_choice = exp.execution.engine if opts.engine == "spec" else opts.engine

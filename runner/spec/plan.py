@@ -38,6 +38,8 @@ class Run:
     seed: int
     params: dict[str, Any]
     resolved: dict[str, Any] = field(repr=False)
+    # A rerun's run.json as the bundle recorded it (runner.reproduce.recorded); None: planned today.
+    recorded_config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def recipe(self) -> dict[str, Any]:
