@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine (Debian's slurm-wlm 22.05 + munge), for the Slurm
-# executor's tests (tests/slurm). Run as root; idempotent: a running cluster with the same
-# configuration is left alone, a changed configuration is rewritten and the daemons restarted.
+# executor's tests (tests/slurm). The hidden partition `urgent` (a higher PriorityTier, PreemptMode
+# CANCEL) is how the tests preempt a runner job for real. Run as root; idempotent: a running
+# cluster with the same configuration is left alone, a changed configuration is rewritten and the
+# daemons restarted.
 #
 # The node declares no GRES (no Gres= line, no gres.conf): a spec asking for `gres: gpu:1` must be
 # refused at plan time, which is what tests/slurm checks. No slurmdbd (it needs a SQL server):
@@ -64,8 +66,11 @@ MinJobAge=300
 KillWait=10
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 ReturnToService=2
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=urgent Nodes=ALL PriorityTier=10 Hidden=YES MaxTime=INFINITE State=UP
 EOF
 )
 changed=0

@@ -122,7 +122,7 @@ def array_args(settings: SlurmSettings, shape: JobShape, *, name: str, count: in
     args = [f"--job-name={name}", f"--array=0-{count - 1}{throttle}", f"--output={log_pattern}",
             f"--chdir={workdir}",
             "--export=NONE",  # the submitting shell's environment (tokens, keys) stays here
-            "--no-requeue",  # a preempted or failed node's run is a failed row; --resume reruns it
+            "--no-requeue",  # a preempted or failed node's run is a failed row, never restarted by Slurm
             *resource_args(settings, shape)]
     if settings.hold:
         args.append("--hold")

@@ -195,7 +195,7 @@ def test_doctor_reports_the_slurm_executor(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").out)}
     assert checks["executors"]["status"] == "OK"
-    assert checks["executors"]["detail"] == "inline; slurm: partitions debug* (up)"
+    assert checks["executors"]["detail"] == "inline; slurm: partitions debug* (up), urgent (up)"
 
 
 def test_a_node_failure_is_a_failed_row_and_the_node_comes_back(tmp_path):
@@ -215,6 +215,26 @@ def test_a_node_failure_is_a_failed_row_and_the_node_comes_back(tmp_path):
             time.sleep(1)
     assert outcome.reason.startswith("slurm NODE_FAIL: the node failed"), outcome.reason
     assert not outcome.ok
+
+
+def test_a_preempted_job_is_a_failed_row_that_says_so(tmp_path):
+    """A job of a higher-priority partition takes the node: Slurm preempts (cancels) runner's job."""
+    ex = SlurmExecutor(SlurmSettings())
+    marker = f"preempted-{uuid.uuid4().hex[:8]}"
+    job = ex.submit("preempted", _launch(tmp_path, "preempted", f"import time; time.sleep(300)  # {marker}"), "local")
+    _wait_running(job)
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=64", "-o", "/dev/null",
+                             "--wrap", "sleep 1"], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        outcome = _follow([job], timeout_s=90)["preempted"]
+    finally:
+        subprocess.run(["scancel", urgent], capture_output=True)
+    assert outcome.reason.startswith("slurm PREEMPTED: the job was preempted"), outcome.reason
+    assert not outcome.ok
+    deadline = time.monotonic() + 15
+    while _alive(marker) and time.monotonic() < deadline:  # the run's process went with its job
+        time.sleep(0.5)
+    assert not _alive(marker)
 
 
 def test_a_controller_that_stops_answering_for_a_while_does_not_fail_the_runs(tmp_path, monkeypatch):
