@@ -45,6 +45,16 @@ ENV_ALLOW = frozenset({
 })
 ENV_ALLOW_PREFIXES = ("TF_", "NCCL_", "KMP_", "PYTORCH_", "TORCH_", "CUDNN_", "ONEDNN_", "DNNL_", "MXNET_")
 
+# Terraform shares TensorFlow's TF_ prefix. TF_VAR_* and TF_CLI_ARGS* carry Terraform variable values
+# (passwords among them) and TF_TOKEN_* registry tokens: secrets, never recorded, their values scrubbed.
+# Terraform's other settings are not TensorFlow's: not recorded.
+SECRET_PREFIXES = ("TF_VAR_", "TF_CLI_ARGS", "TF_TOKEN_")
+NOT_TENSORFLOW = frozenset({
+    "TF_LOG", "TF_LOG_PATH", "TF_LOG_CORE", "TF_LOG_PROVIDER", "TF_INPUT", "TF_DATA_DIR", "TF_WORKSPACE",
+    "TF_IN_AUTOMATION", "TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR", "TF_IGNORE", "TF_REGISTRY_DISCOVERY_RETRY",
+    "TF_REGISTRY_CLIENT_TIMEOUT", "TF_STATE_PERSIST_INTERVAL",
+})
+
 _DENY_WORDS = ("TOKEN", "SECRET", "KEY", "PASSW", "CREDENTIAL", "AUTH", "COOKIE", "SESSION", "PRIVATE")
 DENY = re.compile("|".join(_DENY_WORDS), re.IGNORECASE)
 # Identity strings that name nobody: never turned into word-level replacements.
@@ -61,7 +71,7 @@ _KEY_SPLIT = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])")
 
 def secret_name(name: str) -> bool:
     """An environment variable whose name looks like it holds a secret."""
-    return DENY.search(name) is not None
+    return DENY.search(name) is not None or name.upper().startswith(SECRET_PREFIXES)
 
 
 _WORD_STARTS = ("PASSW", "PASSPHRASE", "CREDENTIAL", "SECRET", "TOKEN", "COOKIE", "SESSION", "PRIVATE",
@@ -79,7 +89,7 @@ def secret_key(key: str) -> bool:
 
 
 def allowed_variable(name: str) -> bool:
-    return name in ENV_ALLOW or name.startswith(ENV_ALLOW_PREFIXES)
+    return (name in ENV_ALLOW or name.startswith(ENV_ALLOW_PREFIXES)) and name not in NOT_TENSORFLOW
 
 
 @dataclass(frozen=True)

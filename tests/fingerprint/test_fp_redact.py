@@ -45,6 +45,22 @@ def test_recorded_environment_allow_list_and_deny_backstop():
                    "NCCL_DEBUG": "INFO", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
 
 
+def test_terraform_variables_are_not_tensorflows():
+    """TF_ is Terraform's prefix too: its variable values (passwords) never land in a bundle."""
+    env = {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_VAR_db_pw": "hunter2-db", "tf_var_region": "eu-west-1-secretish",
+           "TF_CLI_ARGS_apply": "-var=db_password=hunter3-cli", "TF_TOKEN_app_terraform_io": "tok-abcdef",
+           "TF_CLI_CONFIG_FILE": "/home/alice-private/.terraformrc", "TF_LOG": "DEBUG",
+           "TF_XLA_FLAGS": "--tf_xla_auto_jit=2"}
+    for enabled in (True, False):
+        context = Redaction.for_this_machine(enabled=enabled, environ=env)
+        recorded = recorded_environment(context, env)
+        assert not any(k.upper().startswith(("TF_VAR_", "TF_CLI_ARGS", "TF_TOKEN_")) for k in recorded), recorded
+        text = redact({"log": "terraform apply -var=db_password=hunter3-cli; region eu-west-1-secretish"}, context)
+        assert "hunter3-cli" not in json.dumps(text) and "eu-west-1-secretish" not in json.dumps(text)
+    assert recorded_environment(Redaction.for_this_machine(enabled=True, environ=env), env) == {
+        "TF_ENABLE_ONEDNN_OPTS": "0", "TF_XLA_FLAGS": "--tf_xla_auto_jit=2"}
+
+
 def test_no_redact_keeps_everything_but_secrets():
     env = recorded_environment(ctx(enabled=False), ENV)
     assert env["PATH"] == "/usr/bin" and env["USER"] == "alice-private" and env["HOME"] == "/home/alice-private"
