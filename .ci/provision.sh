@@ -13,6 +13,7 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 [ -x /usr/bin/qemu-ppc64le-static ] || need_pkgs+=(qemu-user-static)
 command -v update-binfmts >/dev/null || need_pkgs+=(binfmt-support)
 command -v podman >/dev/null || need_pkgs+=(podman)   # the second engine (--engine podman): tests marked podman
+command -v newuidmap >/dev/null || need_pkgs+=(uidmap) # rootless podman's user namespace (podman only recommends it)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   apt-get update -q >/dev/null
@@ -32,6 +33,8 @@ log "podman $(podman version --format '{{.Client.Version}}') (images are moved i
 if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   log "debootstrap bookworm -> local/debian:bookworm"
   rootfs=$(mktemp -d /tmp/rootfs.XXXXXX)
+  chmod 755 "$rootfs"   # mktemp's 0700 would become the image's `/`: no non-root user could run anything
+                        # where rootless podman stores images with vfs (it keeps the layer's own `/`)
   mirror=$(images/debian-mirror.sh)   # the archive this machine's apt uses; empty: debootstrap's default
   debootstrap --variant=minbase bookworm "$rootfs" $mirror >/tmp/debootstrap.log 2>&1 \
     || { tail -20 /tmp/debootstrap.log >&2; exit 1; }
@@ -39,6 +42,13 @@ if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 log "base image local/debian:bookworm $(docker image inspect -f '{{.Id}}' local/debian:bookworm | cut -c1-19)"
+
+# Rootless podman (tests/reproduce/test_podman_rootless.py runs the podman engine as this user):
+# a plain user with subordinate uid/gid ranges for its user namespace (useradd allocates them on Debian).
+id -u runner-rootless >/dev/null 2>&1 || useradd --create-home runner-rootless
+grep -q '^runner-rootless:' /etc/subuid || usermod --add-subuids 1065536-1131071 runner-rootless
+grep -q '^runner-rootless:' /etc/subgid || usermod --add-subgids 1065536-1131071 runner-rootless
+log "rootless podman user runner-rootless (uid $(id -u runner-rootless), $(grep '^runner-rootless:' /etc/subuid))"
 
 log "one-node Slurm cluster (slurm-wlm + munge)"
 bash .ci/slurm-up.sh

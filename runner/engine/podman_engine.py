@@ -9,6 +9,15 @@ the Docker engine sets: no network, all capabilities dropped, no-new-privileges,
 (and no extra tmpfs podman would add on /run and /var/tmp), a /tmp tmpfs, the pids limit,
 read-only data/code/config/weights mounts, never root inside.
 
+Rootless podman (a cluster user's, where Docker is not allowed) runs the container in a user
+namespace: `--userns=keep-id --user UID:GID` makes the container's user the host user, so /out is
+written as that user and read back by it. Its resource limits depend on the host (`podman info`,
+asked once): rootful podman sets them all; rootless podman on cgroup v1 ignores --memory, --cpus
+and --pids-limit with a warning and runs anyway; on cgroup v2 it sets those whose controller is
+delegated to the user. A run asking for a limit podman would ignore is refused (one line naming
+the spec field), never run without it; the sandbox's own pids limit then rests on `--ulimit nproc`
+alone, which describe() records.
+
 Images come from Docker (`docker save` streamed into `podman load`): Podman's image ID of a
 loaded image is the sha256 of its config, the same ID Docker gives it, so rows and `bundle diff`
 compare one ID whichever engine ran the run (checked on load: a mismatch is an error).
@@ -25,9 +34,11 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from runner.engine.base import STOP_GRACE_S, Launch, RunOutcome, RunRequest, classify_exit, workload_env
+from runner.engine.base import STOP_GRACE_S, Launch, Limits, RunOutcome, RunRequest, classify_exit, workload_env
 from runner.engine.sandbox import (
     CODE_MOUNT,
     LABEL_BUNDLE,
@@ -48,6 +59,66 @@ INSTALL_FIX = "install podman (`apt-get install -y podman`) or choose --engine d
 NOFILE = 8192
 # Podman adds these to every container's environment; Docker does not: the run sees the same variables.
 UNSET_ENV = ("--unsetenv", "TERM", "--unsetenv", "container")
+# Each limit of a Launch and the cgroup controller that enforces it.
+LIMIT_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
+# The limits a spec sets (the pids limit is the sandbox's own, not a spec field).
+SPEC_FIELDS = {"memory": "resources.memory", "cpus": "resources.cpus"}
+LIMITS_FIX = ("run podman as root, or on a cgroup v2 host delegate the cpu, memory and pids controllers to the user "
+              "(systemd Delegate=yes), or leave {field} unset, or use --engine docker")
+
+
+@dataclass(frozen=True)
+class PodmanHost:
+    """Where podman runs containers, as `podman info` says. It decides whose user the container runs
+    as and which limits hold: podman warns about a limit it cannot set and runs the container anyway."""
+
+    rootless: bool
+    cgroups: str | None  # "v1" | "v2"; None: podman did not say
+    controllers: tuple[str, ...] = ()  # cgroup v2: the controllers podman may use (delegated to a rootless user)
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> PodmanHost:
+        """From `podman info --format json`; without an answer, podman run by a non-root user is rootless."""
+        host = info.get("host") or {}
+        rootless = (host.get("security") or {}).get("rootless")
+        return cls(rootless=bool(rootless) if rootless is not None else os.geteuid() != 0,
+                   cgroups=host.get("cgroupVersion"), controllers=tuple(host.get("cgroupControllers") or ()))
+
+    def enforced(self, limit: str) -> bool:
+        """Whether podman sets `limit` (memory, cpus, pids): rootful always; rootless only on cgroup
+        v2 with the limit's controller delegated (on v1 it ignores every limit)."""
+        if not self.rootless:
+            return True
+        return self.cgroups == "v2" and LIMIT_CONTROLLERS[limit] in self.controllers
+
+    def why_not(self, limit: str) -> str:
+        """Why `limit` does not hold here, for the refusal line."""
+        if self.cgroups == "v2":
+            return (f"the {LIMIT_CONTROLLERS[limit]} cgroup controller is not delegated to this user "
+                    f"(delegated: {', '.join(self.controllers) or 'none'})")
+        return f"rootless podman on cgroup {self.cgroups or '(version unknown)'} ignores resource limits"
+
+
+ROOTFUL = PodmanHost(rootless=False, cgroups=None)
+
+
+def unenforced_limits(limits: Limits, host: PodmanHost) -> list[str]:
+    """The spec limits (memory, cpus) a run asks for that podman here would ignore."""
+    return [name for name in SPEC_FIELDS if getattr(limits, name) and not host.enforced(name)]
+
+
+def limit_refusal(name: str, value: object, host: PodmanHost, file: str | Path | None = None) -> EngineError:
+    """The one line refusing a limit podman would ignore: the run must not go without it unsaid."""
+    field = SPEC_FIELDS[name]
+    return EngineError(f"podman here cannot enforce {field} ({value}): {host.why_not(name)}", file=file,
+                       field=field, fix=LIMITS_FIX.format(field=field))
+
+
+def user_options(host: PodmanHost) -> list[str]:
+    """Never root inside. Rootless, keep-id maps the host user to the same uid inside, so what the run
+    writes to /out belongs to the host user (without it, the uid would be one of the user's subuids)."""
+    uid, gid = container_user()
+    return [*(["--userns=keep-id"] if host.rootless else []), "--user", f"{uid}:{gid}"]
 
 
 def _tail(text: str, n: int = 300) -> str:
@@ -75,15 +146,15 @@ def _check_path(path: Path) -> str:
     return text
 
 
-def sandbox_options(launch: Launch) -> list[str]:
-    """`podman run` options for a Launch: the Docker engine's lockdown, option for option."""
-    uid, gid = container_user()
+def sandbox_options(launch: Launch, host: PodmanHost = ROOTFUL) -> list[str]:
+    """`podman run` options for a Launch: the Docker engine's lockdown, option for option. Where podman
+    cannot set the pids limit (rootless), it is left out, so `--ulimit nproc` is the process cap."""
     lim = launch.limits
-    opts = ["--user", f"{uid}:{gid}", "--network", "none", "--cap-drop", "ALL",
+    opts = [*user_options(host), "--network", "none", "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges", "--read-only", "--read-only-tmpfs=false",
             *[a for path, spec in TMPFS.items() for a in ("--tmpfs", f"{path}:{spec}")],
             "--workdir", launch.workdir, *_ulimits(lim.pids), *UNSET_ENV]
-    if lim.pids:
+    if lim.pids and host.enforced("pids"):
         opts += ["--pids-limit", str(lim.pids)]
     if lim.shm:
         opts += ["--shm-size", lim.shm.lower()]
@@ -209,10 +280,13 @@ class PodmanEngine:
     name = "podman"
     isolated = True
 
-    def __init__(self, podman: str = "podman", docker=None, stop_grace_s: float = STOP_GRACE_S) -> None:
+    def __init__(self, podman: str = "podman", docker=None, stop_grace_s: float = STOP_GRACE_S,
+                 host: PodmanHost | None = None) -> None:
         self.podman = podman
         self.docker = docker  # the Docker client images are built with and moved from (None: podman's own only)
         self.stop_grace_s = stop_grace_s
+        self._info: dict | None = None
+        self._host = host  # None: asked of `podman info` when first needed
 
     @classmethod
     def connect(cls, docker=None, podman: str | None = None, stop_grace_s: float = STOP_GRACE_S) -> PodmanEngine:
@@ -249,6 +323,29 @@ class PodmanEngine:
         except json.JSONDecodeError:
             raise EngineError(f"`podman version` did not print JSON: {_tail(out)}", fix=INSTALL_FIX) from None
 
+    def info(self) -> dict:
+        """`podman info`, asked once ({} when podman does not answer with JSON)."""
+        if self._info is None:
+            self._info = {}
+            with contextlib.suppress(EngineError, json.JSONDecodeError):
+                self._info = json.loads(self.cli("info", "--format", "json").stdout)
+        return self._info
+
+    def host(self) -> PodmanHost:
+        """Rootless or not, cgroup version, delegated controllers: asked once."""
+        if self._host is None:
+            self._host = PodmanHost.from_info(self.info())
+        return self._host
+
+    def check_limits(self, plan: Any) -> None:
+        """Before anything is written: the first run asking for a limit podman here would ignore is
+        refused, one line naming the spec field (runner.reproduce.session calls this when present)."""
+        host = self.host()
+        for run in plan.runs:
+            res = run.resolved["resources"]
+            for name in unenforced_limits(Limits(cpus=res.get("cpus"), memory=res.get("memory")), host):
+                raise limit_refusal(name, res[name], host, getattr(plan, "spec_path", None))
+
     def inspect(self, name: str) -> dict:
         proc = self.cli("inspect", "--type", "container", "--format", "{{json .State}}", name, check=False)
         try:
@@ -258,17 +355,20 @@ class PodmanEngine:
 
     # -- the Engine interface ----------------------------------------------------------------
     def describe(self) -> dict:
-        version = self.version()
-        info: dict = {}
-        with contextlib.suppress(EngineError, json.JSONDecodeError):
-            info = json.loads(self.cli("info", "--format", "json").stdout)
+        version, info, facts = self.version(), self.info(), self.host()
         host, store = info.get("host", {}), info.get("store", {})
-        return {"kind": "podman", "isolated": True, "version": version.get("Version"),
-                "api_version": version.get("APIVersion"), "rootless": (host.get("security") or {}).get("rootless"),
-                "cgroup_manager": host.get("cgroupManager"), "cgroup_version": host.get("cgroupVersion"),
-                "oci_runtime": (host.get("ociRuntime") or {}).get("name"),
-                "storage_driver": store.get("graphDriverName"),
-                "images_from": "docker (docker save | podman load; same image IDs)" if self.docker else "podman"}
+        enforced = {limit: facts.enforced(limit) for limit in LIMIT_CONTROLLERS}
+        doc = {"kind": "podman", "isolated": True, "version": version.get("Version"),
+               "api_version": version.get("APIVersion"), "rootless": facts.rootless,
+               "user": "the host user (--userns=keep-id)" if facts.rootless else "65534 when the host user is root",
+               "cgroup_manager": host.get("cgroupManager"), "cgroups": facts.cgroups,
+               "cgroup_version": facts.cgroups, "cgroup_controllers": list(facts.controllers),
+               "limits_enforced": enforced, "oci_runtime": (host.get("ociRuntime") or {}).get("name"),
+               "storage_driver": store.get("graphDriverName"),
+               "images_from": "docker (docker save | podman load; same image IDs)" if self.docker else "podman"}
+        if not enforced["pids"]:
+            doc["pids_limit"] = "not enforced by a cgroup here: the process cap is --ulimit nproc alone"
+        return doc
 
     def sampler_kwargs(self, target: object) -> dict:
         return {"pid": target}  # the container's process tree (podman stats would cost a podman call a tick)
@@ -282,9 +382,12 @@ class PodmanEngine:
     def run(self, launch: Launch) -> PodmanRun:
         if launch.image is None:
             raise EngineError(f"run {launch.run_id} has no image", fix="build it: runner images build")
+        host = self.host()
+        for limit in unenforced_limits(launch.limits, host):  # refused, never run without it (a Slurm node too)
+            raise limit_refusal(limit, getattr(launch.limits, limit), host)
         name = f"runner-{launch.run_id}-{uuid.uuid4().hex[:8]}"
         give_output_to_container(launch)
-        args = ["run", "--detach", "--name", name, *sandbox_options(launch),
+        args = ["run", "--detach", "--name", name, *sandbox_options(launch, host),
                 "--entrypoint", launch.argv[0], launch.image, *launch.argv[1:]]
         proc = self.cli(*args, check=False)
         if proc.returncode != 0:
@@ -369,8 +472,7 @@ class PodmanEngine:
         """stdout of `python3 -m runner.workload ...` (info, models) in `image_id`, locked down like a run;
         always removed. Raises EngineError on a non-zero exit."""
         name = f"runner-tool-{uuid.uuid4().hex[:12]}"
-        uid, gid = container_user()
-        args = ["run", "--name", name, "--user", f"{uid}:{gid}", "--network", "none", "--cap-drop", "ALL",
+        args = ["run", "--name", name, *user_options(self.host()), "--network", "none", "--cap-drop", "ALL",
                 "--security-opt", "no-new-privileges", "--read-only", "--read-only-tmpfs=false",
                 "--tmpfs", "/tmp:rw,size=256m", *_ulimits(None), *UNSET_ENV, "--label", f"{LABEL_TOOL}=1",
                 "--volume", f"{_check_path((code_dir / 'runner').resolve())}:{CODE_MOUNT}/runner:ro",

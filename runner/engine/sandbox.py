@@ -27,6 +27,8 @@ TMPFS = {"/tmp": "rw,size=1g,mode=1777"}
 
 
 def container_user() -> tuple[int, int]:
+    """The uid:gid inside: the host user's own, except root's (65534 then). Rootless podman maps it
+    to the same host user (--userns=keep-id), Docker and rootful podman use it as is."""
     uid, gid = os.getuid(), os.getgid()
     return (uid, gid) if uid != 0 else (UNPRIVILEGED_UID, UNPRIVILEGED_UID)
 
@@ -67,7 +69,8 @@ def container_launch(request: RunRequest, engine: str) -> Launch:
 
 
 def give_output_to_container(launch: Launch) -> None:
-    """As root, the output folder is handed to the unprivileged container user before the run..."""
+    """As root, the output folder is handed to the unprivileged container user before the run...
+    A non-root host user is the container's user itself (rootless podman: keep-id): nothing to hand over."""
     if os.getuid() == 0:
         uid, gid = container_user()
         chown_tree(launch.out_dir, uid, gid)

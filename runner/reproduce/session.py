@@ -338,6 +338,9 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
         from runner.reproduce.gpu_check import check_gpus_here
 
         check_gpus_here(plan, Path(spec_path))
+        check_limits = getattr(engine, "check_limits", None)  # rootless podman: a limit it would ignore
+        if check_limits is not None:
+            check_limits(plan)
     describe_plan(plan, console)
     from runner.weights.check import plan_weights
 
