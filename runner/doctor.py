@@ -41,8 +41,14 @@ def check_podman() -> Check:
     except EngineError as e:
         return Check("podman", "WARN", e.message, "only needed for --engine podman: apt-get install -y podman")
     mode = "rootless" if facts.get("rootless") else "rootful"
-    return Check("podman", "OK", f"Podman {facts.get('version')} ({mode}, {facts.get('oci_runtime')}, "
-                                 f"{facts.get('storage_driver')} storage, cgroups {facts.get('cgroup_version')})")
+    detail = (f"Podman {facts.get('version')} ({mode}, {facts.get('oci_runtime')}, "
+              f"{facts.get('storage_driver')} storage, cgroups {facts.get('cgroup_version')})")
+    ignored = [k for k, held in (facts.get("limits_enforced") or {}).items() if not held]
+    if ignored:  # rootless on cgroup v1, or a controller not delegated: specs setting these are refused
+        return Check("podman", "WARN", f"{detail}; cannot enforce: {', '.join(ignored)}",
+                     "run podman as root, or delegate the cpu, memory and pids controllers to your user on a "
+                     "cgroup v2 host (systemd Delegate=yes); specs setting resources.memory/cpus are refused")
+    return Check("podman", "OK", detail)
 
 
 def check_gpus() -> Check:

@@ -45,6 +45,21 @@ def test_doctor_reports_podman(cli, tmp_path, monkeypatch):
     assert checks["podman"]["status"] == "OK" and f"Podman {version}" in checks["podman"]["detail"]
 
 
+def test_doctor_warns_of_limits_rootless_podman_cannot_enforce(monkeypatch):
+    from runner.doctor import check_podman
+    from runner.engine.podman_engine import PodmanEngine
+
+    class Rootless:
+        def describe(self) -> dict:
+            return {"version": "4.3.1", "rootless": True, "oci_runtime": "crun", "storage_driver": "vfs",
+                    "cgroup_version": "v1", "limits_enforced": {"memory": False, "cpus": False, "pids": False}}
+
+    monkeypatch.setattr(PodmanEngine, "connect", classmethod(lambda cls, *a, **k: Rootless()))
+    check = check_podman()
+    assert check.status == "WARN" and "rootless" in check.detail
+    assert check.detail.endswith("cannot enforce: memory, cpus, pids") and "Delegate=yes" in check.fix
+
+
 def test_doctor_without_podman_warns_with_the_fix(cli, tmp_path, monkeypatch):
     from runner.doctor import check_podman
 
