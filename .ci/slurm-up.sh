@@ -6,9 +6,10 @@
 # daemons restarted.
 #
 # The node declares no GRES (no Gres= line, no gres.conf): a spec asking for `gres: gpu:1` must be
-# refused at plan time, which is what tests/slurm checks. No slurmdbd (it needs a SQL server):
-# without accounting, finished jobs are followed through squeue while slurmctld keeps them
-# (MinJobAge) and through the outcome file the job writes on the shared filesystem.
+# refused at plan time, which is what tests/slurm checks. Accounting is on: .ci/slurmdbd-up.sh
+# (MariaDB + slurmdbd, started before slurmctld) keeps every job's record, so runner's `sacct`
+# lookup of jobs squeue no longer knows (after MinJobAge) meets the real sacct
+# (tests/slurm/test_slurm_accounting.py).
 set -euo pipefail
 
 log() { printf '[slurm-up %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -68,19 +69,30 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 ReturnToService=2
 PreemptType=preempt/partition_prio
 PreemptMode=CANCEL
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobAcctGatherType=jobacct_gather/none
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=urgent Nodes=ALL PriorityTier=10 Hidden=YES MaxTime=INFINITE State=UP
 EOF
 )
-changed=0
+# A changed slurm.conf leaves a mark in /run until the daemons restart: a run that stops between
+# writing it and the restart (slurmdbd did not come up) restarts them the next time.
+pending=/run/slurm-up.restart-pending
 if [ "$(cat /etc/slurm/slurm.conf 2>/dev/null)" != "$conf" ]; then
   printf '%s\n' "$conf" >/etc/slurm/slurm.conf
-  changed=1
+  touch $pending
 fi
+changed=0
+[ ! -e $pending ] || changed=1
 if [ "$(cat /etc/slurm/cgroup.conf 2>/dev/null)" != "CgroupPlugin=autodetect" ]; then
   echo "CgroupPlugin=autodetect" >/etc/slurm/cgroup.conf   # "disabled" is unknown to 22.05
 fi
+
+# accounting before slurmctld (re)starts: configured with slurmdbd, it must reach it when it starts;
+# sacctmgr (the cluster's registration) reads the slurm.conf just written
+bash "$(dirname "$0")/slurmdbd-up.sh" runner
 
 running() { pgrep -x "$1" >/dev/null; }
 if [ $changed = 1 ]; then
@@ -93,6 +105,7 @@ if [ $changed = 1 ]; then
 fi
 if ! running slurmctld; then log "starting slurmctld"; slurmctld; fi
 if ! running slurmd; then log "starting slurmd"; slurmd; fi
+rm -f $pending
 for _ in $(seq 1 60); do
   state=$(sinfo -h -n "$host" -o %t 2>/dev/null || true)
   case "$state" in idle*|mix*|alloc*) break ;; esac

@@ -48,7 +48,11 @@ FOLLOW_CPU_SHARE = 0.005  # following may cost at most 0.5 % of one core (the is
 MIN_POLL_S = 1.0
 VANISH_GRACE_S = 60.0  # a job gone from squeue and sacct, with no outcome file: failed after this long
 CONTROLLER_GRACE_S = 300.0  # squeue failing this long (slurmctld down) ends the follow: failed rows, no hang
-UNKNOWN = "UNKNOWN"  # the state of a job purged from the controller (no accounting) that wrote its outcome
+# sacct's final record of a job can trail slurmctld's by seconds (measured on the test cluster: up to
+# 5 s for an array's tasks; until then sacct shows the array's first record under its bare id): a job
+# squeue forgot that wrote its outcome waits this long for that record before its state is UNKNOWN
+ACCOUNTING_LAG_S = 20.0
+UNKNOWN = "UNKNOWN"  # a job purged from the controller that wrote its outcome, with no sacct record of its end
 CANCEL_WAIT_S = 90.0  # after scancel, finish() waits this long for Slurm to end the job (KillWait + grace)
 LOG_TAIL_BYTES = 4000
 _serial = itertools.count()
@@ -341,15 +345,17 @@ class SlurmExecutor:
         now = time.monotonic()
         for j in missing:
             if j.cancel_reason is not None and not (j.row is not None and j.row.state == "RUNNING"):
-                # a pending task we cancelled leaves no record of its own (Slurm drops it from the array)
+                # a pending task we cancelled (without accounting it leaves no record: Slurm drops it from the array)
                 j.row = QueueRow(j.submitted.task_id, "CANCELLED", "cancelled while pending", "")
                 continue
-            if (j.run_dir / OUTCOME_FILE).exists():  # purged (MinJobAge) after it wrote its outcome
-                j.row = QueueRow(j.submitted.task_id, UNKNOWN, "no longer in squeue or sacct",
-                                 j.row.node if j.row else "")
-                continue
             j.missing_since = j.missing_since or now
-            if now - j.missing_since >= self.vanish_grace_s:
+            waited = now - j.missing_since
+            if (j.run_dir / OUTCOME_FILE).exists():  # purged (MinJobAge) after it wrote its outcome
+                if not self._accounting or waited >= ACCOUNTING_LAG_S:
+                    j.row = QueueRow(j.submitted.task_id, UNKNOWN, "no longer in squeue or sacct",
+                                     j.row.node if j.row else "")
+                continue  # else: sacct's final record may be seconds behind slurmctld; asked again next poll
+            if waited >= self.vanish_grace_s:
                 j.vanished = True
         self._live = [j for j in self._live if j.state is not JobState.ENDED]
 

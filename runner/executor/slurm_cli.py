@@ -75,7 +75,9 @@ def parse_queue(text: str) -> dict[str, QueueRow]:
 def parse_sacct(text: str) -> dict[str, QueueRow]:
     """`sacct -n -P -X -o JobID,State,ExitCode,NodeList` -> task id -> row.
 
-    sacct writes "CANCELLED by 0" for a cancelled job; the state is its first word.
+    Real sacct 22.05 output: "CANCELLED by 0" for a cancelled job (the state is its first word);
+    array tasks that never started share one record, `356_[0-2]` (or `356_[0-9%2]` throttled),
+    which is every task's row here; a job that never ran has the node "None assigned".
     """
     rows = {}
     for line in text.splitlines():
@@ -83,8 +85,27 @@ def parse_sacct(text: str) -> dict[str, QueueRow]:
         if len(parts) != 4 or not parts[0]:
             continue
         state = parts[1].split()[0].rstrip("+") if parts[1] else ""
-        rows[parts[0]] = QueueRow(parts[0], state, f"exit code {parts[2]}", parts[3])
+        node = "" if parts[3] == "None assigned" else parts[3]
+        for task_id in expand_task_ids(parts[0]):
+            rows[task_id] = QueueRow(task_id, state, f"exit code {parts[2]}", node)
     return rows
+
+
+def expand_task_ids(job_id: str) -> list[str]:
+    """sacct's JobID -> the task ids it stands for: `356_[0-2,5%2]` -> 356_0, 356_1, 356_2, 356_5.
+
+    Anything else ("123", "123_4") is one id, as given.
+    """
+    array, sep, spec = job_id.partition("_[")
+    if not sep or not spec.endswith("]"):
+        return [job_id]
+    ids = []
+    for part in spec[:-1].split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            return [job_id]  # a form this parser does not know: kept whole, never guessed
+        ids.extend(f"{array}_{i}" for i in range(int(first), int(last or first) + 1))
+    return ids
 
 
 def parse_partitions(text: str) -> dict[str, Partition]:
@@ -190,13 +211,22 @@ class SlurmCli:
         return parse_queue(proc.stdout)
 
     def accounting(self, job_ids: Sequence[str]) -> dict[str, QueueRow] | None:
-        """The accounting records of `job_ids` (one sacct call); None when the cluster keeps none."""
+        """The accounting records of `job_ids` (one sacct call); None when the cluster keeps none.
+
+        Only "accounting storage is disabled" (or no sacct at all) is None, which the executor
+        remembers; slurmdbd down or slow is no record this time ({}), asked again next poll.
+        """
         if not job_ids:
             return {}
-        proc = self.run("sacct", ["-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode,NodeList"],
-                        check=False)
+        if self.path("sacct") is None:
+            return None
+        try:
+            proc = self.run("sacct", ["-n", "-P", "-X", "-j", ",".join(job_ids), "-o",
+                                      "JobID,State,ExitCode,NodeList"], check=False)
+        except ExecutorError:  # sacct did not answer in time
+            return {}
         if proc.returncode != 0:
-            return None  # "Slurm accounting storage is disabled", or slurmdbd down: no record to read
+            return None if "accounting storage is disabled" in (proc.stderr + proc.stdout).lower() else {}
         return parse_sacct(proc.stdout)
 
     def cancel(self, ids: Sequence[str]) -> None:

@@ -141,6 +141,8 @@ def test_a_job_past_its_slurm_time_limit_is_a_timeout_row(tmp_path):
 
 
 def test_a_job_that_vanishes_without_a_record_is_a_failed_row(tmp_path):
+    """A job id that never existed: squeue AND sacct (real ones: the cluster keeps accounting) know nothing."""
+    assert SlurmCli().queue(["999999"]) == {} and SlurmCli().accounting(["999999"]) in ({}, None)
     ex = SlurmExecutor(SlurmSettings(), vanish_grace_s=3, min_poll_s=0.5)
     job = SlurmJob(ex, "ghost", _launch(tmp_path, "ghost", "pass"), tmp_path / "ghost")
     job.submitted = _Submitted("999999_0", tmp_path / "none.log")  # no such job: as if purged with no record
@@ -149,13 +151,14 @@ def test_a_job_that_vanishes_without_a_record_is_a_failed_row(tmp_path):
     outcome = _follow([job], timeout_s=30)["ghost"]
     assert time.monotonic() - t0 >= 3
     assert "vanished from the queue with no exit record" in outcome.reason and not outcome.ok
+    assert ex._accounting is not None  # sacct was asked (None: never); False on a cluster without accounting
 
 
 def test_unknown_partition_is_refused_before_anything_is_submitted():
     before = _queue_ids()
     with pytest.raises(ExecutorError) as e:
         SlurmExecutor(SlurmSettings(partition="nope")).check([SHAPE])
-    assert "unknown partition 'nope' (the cluster has: debug)" in e.value.describe()
+    assert "unknown partition 'nope' (the cluster has: debug, urgent)" in e.value.describe()
     assert e.value.exit_code == 2 and _queue_ids() == before
 
 

@@ -18,7 +18,7 @@ from runner.executor.slurm_batch import (
     memory_mb,
     resource_args,
 )
-from runner.executor.slurm_cli import parse_partitions, parse_queue, parse_sacct
+from runner.executor.slurm_cli import SlurmCli, expand_task_ids, parse_partitions, parse_queue, parse_sacct
 from runner.executor.slurm_node import node_devices, slurm_facts
 from tests.helpers import REPO
 
@@ -40,6 +40,100 @@ def test_parse_sacct_takes_the_first_word_of_a_state():
                                                      "7_3": "COMPLETED"}
     assert all(r.final for r in rows.values())
     assert rows["7_2"].reason == "exit code 1:0"
+
+
+# Real `sacct -n -P -X -j ... -o JobID,State,ExitCode,NodeList` output of Slurm 22.05 with slurmdbd
+# (the test cluster): a completed job, exit 3, a running job cancelled, a held 3-task array and a
+# held 1-task array cancelled while pending (never started: one record for the tasks, no node).
+REAL_SACCT = ("354|COMPLETED|0:0|vm\n355|FAILED|3:0|vm\n358|CANCELLED by 0|0:0|vm\n"
+              "356_[0-2]|CANCELLED by 0|0:0|None assigned\n357_[0]|CANCELLED by 0|0:0|None assigned\n")
+
+
+def test_parse_sacct_real_output_array_tasks_that_never_started_are_each_found():
+    rows = parse_sacct(REAL_SACCT)
+    assert sorted(rows) == ["354", "355", "356_0", "356_1", "356_2", "357_0", "358"]
+    assert rows["355"].state == "FAILED" and rows["355"].reason == "exit code 3:0" and rows["355"].node == "vm"
+    assert rows["356_1"].state == "CANCELLED" and rows["356_1"].node == ""  # "None assigned" is no node
+    assert rows["357_0"].final and rows["358"].node == "vm"
+
+
+@pytest.mark.parametrize(("job_id", "ids"), [
+    ("123", ["123"]), ("123_4", ["123_4"]), ("7_[0]", ["7_0"]), ("7_[0-2,5]", ["7_0", "7_1", "7_2", "7_5"]),
+    ("7_[3-4%2]", ["7_3", "7_4"]), ("7_[x]", ["7_[x]"]), ("7_[1-", ["7_[1-"]),
+])
+def test_expand_task_ids(job_id, ids):
+    assert expand_task_ids(job_id) == ids
+
+
+def _fake_sacct(tmp: Path, script: str) -> SlurmCli:
+    (tmp / "sacct").write_text(f"#!/bin/sh\n{script}\n")
+    (tmp / "sacct").chmod(0o755)
+    return SlurmCli(bin_dir=str(tmp), timeout_s=2)
+
+
+def test_accounting_disabled_is_none_but_slurmdbd_down_is_no_record_this_time(tmp_path):
+    """Only "disabled" makes the executor stop asking; a slurmdbd restart must not switch sacct off."""
+    assert SlurmCli(bin_dir=str(tmp_path)).accounting(["1"]) is None  # no sacct at all
+    disabled = _fake_sacct(tmp_path, "echo 'Slurm accounting storage is disabled' >&2; exit 1")
+    assert disabled.accounting(["1"]) is None
+    down = _fake_sacct(tmp_path, "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; "
+                                 "exit 1")
+    assert down.accounting(["1"]) == {}
+    assert _fake_sacct(tmp_path, "exec sleep 10").accounting(["1"]) == {}  # no answer in time: asked again later
+    answers = _fake_sacct(tmp_path, "echo '5_[0-1]|CANCELLED by 0|0:0|None assigned'")
+    assert sorted(answers.accounting(["5"])) == ["5_0", "5_1"]
+
+
+class _NoQueueCli:
+    """squeue has forgotten every job; sacct gives the given answers, one per call (the last one repeats)."""
+
+    def __init__(self, *answers) -> None:
+        self.answers, self.cpu_s = list(answers), 0.0
+
+    def queue(self, job_ids):
+        return {}
+
+    def accounting(self, job_ids):
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def _forgotten_job(tmp_path: Path, cli: _NoQueueCli):
+    """A task of a 2-task array that wrote its outcome and that squeue no longer knows."""
+    from runner.executor.slurm import SlurmExecutor, SlurmJob, _Submitted
+    from runner.executor.slurm_node import OUTCOME_FILE
+
+    ex = SlurmExecutor(SlurmSettings(), cli, min_poll_s=0.0)
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / OUTCOME_FILE).write_text("{}")
+    job = SlurmJob(ex, "r1", _launch(tmp_path), run_dir)
+    job.submitted = _Submitted("7_1", tmp_path / "slurm-7_1.log", array_size=2)
+    ex._live.append(job)
+    return ex, job
+
+
+def test_a_forgotten_job_waits_for_sacct_records_that_trail_slurmctld(tmp_path):
+    """Real sacct, seconds after an array ended: only the array's first record, under its bare id."""
+    from runner.executor.base import JobState
+
+    cli = _NoQueueCli(parse_sacct("7|COMPLETED|0:0|vm\n"), parse_sacct("7_0|COMPLETED|0:0|vm\n7_1|FAILED|1:0|vm\n"))
+    ex, job = _forgotten_job(tmp_path, cli)
+    ex.follow(force=True)
+    assert job.state is not JobState.ENDED and job.row is None  # not UNKNOWN: sacct's record is on its way
+    ex.follow(force=True)
+    assert job.state is JobState.ENDED and (job.row.state, job.row.node) == ("FAILED", "vm")
+
+
+def test_a_forgotten_job_without_accounting_is_unknown_at_once_and_with_it_after_the_lag(tmp_path, monkeypatch):
+    from runner.executor import slurm
+
+    ex, job = _forgotten_job(tmp_path / "off", _NoQueueCli(None))
+    ex.follow(force=True)
+    assert job.row.state == slurm.UNKNOWN
+    monkeypatch.setattr(slurm, "ACCOUNTING_LAG_S", 0.0)  # sacct never gets a record (slurmdbd down)
+    ex, job = _forgotten_job(tmp_path / "lost", _NoQueueCli({}))
+    ex.follow(force=True)
+    assert job.row.state == slurm.UNKNOWN
 
 
 def test_parse_partitions_default_gres_and_node_sets():
