@@ -73,10 +73,11 @@ def test_runs_go_through_one_sbatch_array_and_come_back_with_their_node(tmp_path
     assert fails.extra["slurm_state"] == "FAILED" and ok.extra["slurm_state"] == "COMPLETED"
     arrays = {o.extra["slurm_job"].split("_")[0] for o in outcomes.values()}
     assert len(arrays) == 1, "the three runs were not one job array"
+    (array,) = arrays
     assert 2.0 <= sleeps.wall_s < 30  # measured inside the job: the run's own time
     for o in outcomes.values():
         assert o.node["host"] and o.node["slurm"]["partition"] == "debug"
-        assert o.node["slurm"]["array_job_id"] == arrays.pop() if arrays else True
+        assert str(o.node["slurm"]["array_job_id"]) == array, o.node["slurm"]
         assert o.telemetry, "no telemetry sampled beside the run on the node"
     assert ex.describe()["partition"] == "debug" and ex.describe()["kind"] == "slurm"
 
