@@ -91,6 +91,9 @@ def parse_sacct(text: str) -> dict[str, QueueRow]:
     return rows
 
 
+MAX_ARRAY_TASKS = 4_000_001  # Slurm's largest MaxArraySize
+
+
 def expand_task_ids(job_id: str) -> list[str]:
     """sacct's JobID -> the task ids it stands for: `356_[0-2,5%2]` -> 356_0, 356_1, 356_2, 356_5.
 
@@ -104,7 +107,10 @@ def expand_task_ids(job_id: str) -> list[str]:
         first, _, last = part.partition("-")
         if not first.isdigit() or not (last or first).isdigit():
             return [job_id]  # a form this parser does not know: kept whole, never guessed
-        ids.extend(f"{array}_{i}" for i in range(int(first), int(last or first) + 1))
+        lo, hi = int(first), int(last or first)
+        if hi - lo + len(ids) >= MAX_ARRAY_TASKS:
+            return [job_id]  # beyond any Slurm array (MaxArraySize <= 4,000,001): kept whole, memory bounded
+        ids.extend(f"{array}_{i}" for i in range(lo, hi + 1))
     return ids
 
 

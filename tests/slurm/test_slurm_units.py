@@ -248,3 +248,10 @@ def test_bad_execution_fields_are_one_line(tmp_path, execution, says):
         _plan(tmp_path, execution)
     line = e.value.describe()
     assert says in line and "\n" not in line
+
+
+def test_an_array_record_beyond_any_slurm_array_is_kept_whole():
+    from runner.executor.slurm_cli import expand_task_ids
+
+    assert expand_task_ids("7_[0-99999999999]") == ["7_[0-99999999999]"]  # not a 10^11-element list
+    assert expand_task_ids("7_[0-3,5]") == ["7_0", "7_1", "7_2", "7_3", "7_5"]
