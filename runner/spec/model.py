@@ -423,8 +423,9 @@ class Execution(Strict):
         if given and self.executor != "slurm":
             raise ValueError(f"`{given[0]}` applies to the Slurm executor only: add `executor: slurm` or drop it")
         if self.executor == "slurm" and self.engine == "auto":
-            raise ValueError("with `executor: slurm` name the engine the nodes run (`engine: docker` or "
-                             "`engine: local`): `auto` would be decided on the submitting machine")
+            raise ValueError("with `executor: slurm` name the engine the nodes run (`engine: docker`, "
+                             "`engine: podman` or `engine: local`): `auto` would be decided on the "
+                             "submitting machine")
         return self
 
 
