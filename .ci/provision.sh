@@ -30,6 +30,27 @@ fi
 log "engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
 log "podman $(podman version --format '{{.Client.Version}}') (images are moved in from Docker by the tests)"
 
+# A base imported before the chmod below has `/` 0700 in its layer: rebuilt, so images built on it
+# afterwards run for non-root users too (runner images built on the old one keep its layer until rebuilt).
+base_root_mode() {
+  docker save local/debian:bookworm | python3 -c '
+import json, sys, tarfile
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+    for member in tar:  # a docker-archive of one single-layer image: the layer comes before the manifest
+        if not member.isfile() or not (member.name.endswith("layer.tar") or member.name.startswith("blobs/")):
+            continue
+        try:
+            with tarfile.open(fileobj=tar.extractfile(member), mode="r|") as layer:
+                root = next(iter(layer), None)
+        except tarfile.TarError:  # a JSON blob (containerd image store), not a layer
+            continue
+        if root is not None and root.name in (".", "./"):
+            print(oct(root.mode & 0o777)); break'
+}
+if docker image inspect local/debian:bookworm >/dev/null 2>&1 && [ "$(base_root_mode)" = "0o700" ]; then
+  log "local/debian:bookworm has / 0700 (imported before provision made it 0755): rebuilding it"
+  docker rmi local/debian:bookworm >/dev/null
+fi
 if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   log "debootstrap bookworm -> local/debian:bookworm"
   rootfs=$(mktemp -d /tmp/rootfs.XXXXXX)

@@ -6,6 +6,7 @@ Errors are RunnerErrors and propagate to the one mapping in runner.cli.main.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,6 +29,15 @@ BaseOpt = Annotated[
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Catalog names (default: every buildable entry).")]
 NameArg = Annotated[str, typer.Argument(help="Catalog name, e.g. pytorch-cpu.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+class StoreChoice(StrEnum):
+    docker = "docker"
+    podman = "podman"
+
+
+StoreOpt = Annotated[StoreChoice, typer.Option(
+    "--engine", help="Whose image storage: Docker's, or podman's own (where podman runs without Docker).")]
 
 
 def _err_console():
@@ -81,15 +91,29 @@ def _connect():
     return connect()
 
 
+def _podman():
+    from runner.engine.podman_engine import PodmanEngine
+
+    return PodmanEngine.connect()
+
+
 @app.command("list")
-def list_images(catalog: CatalogOpt = None, as_json: JsonFlag = False) -> None:
+def list_images(catalog: CatalogOpt = None, as_json: JsonFlag = False,
+                engine: StoreOpt = StoreChoice.docker) -> None:
     """Catalog vs engine: present, missing, or stale (lockfile or catalog entry changed since the build)."""
     from runner.images.catalog import load_catalog
-    from runner.images.inspect import image_state
 
     cat = load_catalog(catalog)
-    client = _connect()
-    states = [image_state(client, e) for e in cat]
+    if engine is StoreChoice.podman:
+        from runner.images.podman_store import podman_image_state
+
+        podman = _podman()
+        states = [podman_image_state(podman, e) for e in cat]
+    else:
+        from runner.images.inspect import image_state
+
+        client = _connect()
+        states = [image_state(client, e) for e in cat]
     if as_json:
         typer.echo(json.dumps([{
             "name": s.entry.name, "tag": s.entry.tag, "framework": s.entry.framework,
@@ -103,7 +127,8 @@ def list_images(catalog: CatalogOpt = None, as_json: JsonFlag = False) -> None:
     from rich.table import Table
 
     style = {"present": "green", "missing": "yellow", "stale": "red"}
-    table = Table(title=f"images in {cat.path}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"images in {cat.path} ({engine.value})", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
     for col in ("name", "version", "status", "image id", "size"):
         table.add_column(col, justify="right" if col == "size" else "left", no_wrap=True)
     notes = []
@@ -205,10 +230,16 @@ def export(name: NameArg,
 @app.command("import")
 def import_(file: Annotated[Path, typer.Argument(help="Tarball written by `runner images export`.")],
             expect_id: Annotated[str | None, typer.Option("--expect-id", help="Refuse unless the image id is this "
-                                                          "(sha256:...).")] = None) -> None:
-    """Load an image tarball; refuses (and loads nothing) if its id is not --expect-id."""
-    from runner.images.archive import import_image
+                                                          "(sha256:...).")] = None,
+            engine: StoreOpt = StoreChoice.docker) -> None:
+    """Load an image tarball; refuses (and loads nothing) if its id is not --expect-id or it fails a check."""
+    if engine is StoreChoice.podman:
+        from runner.images.podman_store import import_into_podman
 
-    result = import_image(_connect(), file, expect_id)
+        result = import_into_podman(_podman(), file, expect_id)
+    else:
+        from runner.images.archive import import_image
+
+        result = import_image(_connect(), file, expect_id)
     tags = ", ".join(result.tags) or "no tags"
     typer.echo(f"imported {result.image_id} ({tags})")

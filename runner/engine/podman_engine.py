@@ -365,7 +365,8 @@ class PodmanEngine:
                "cgroup_version": facts.cgroups, "cgroup_controllers": list(facts.controllers),
                "limits_enforced": enforced, "oci_runtime": (host.get("ociRuntime") or {}).get("name"),
                "storage_driver": store.get("graphDriverName"),
-               "images_from": "docker (docker save | podman load; same image IDs)" if self.docker else "podman"}
+               "images_from": "docker (docker save | podman load; same image IDs)" if self.docker
+               else "podman's own storage (runner images import --engine podman)"}
         if not enforced["pids"]:
             doc["pids_limit"] = "not enforced by a cgroup here: the process cap is --ulimit nproc alone"
         return doc
@@ -434,16 +435,19 @@ class PodmanEngine:
         return got
 
     def image_facts(self, image_id: str) -> dict:
-        """What podman says of the image (its ID, digest, size) for the bundle."""
-        proc = self.cli("image", "inspect", image_id, check=False)
+        """What podman says of the image for the bundle: the facts Docker's inspect gives (id, tags,
+        labels, size, platform; runner.images.inspect.fingerprint_of) and podman's own id and digest."""
+        from runner.images.inspect import fingerprint_of
+        from runner.images.podman_store import podman_attrs
+
         try:
-            docs = json.loads(proc.stdout)
-            doc = docs[0] if isinstance(docs, list) and docs and isinstance(docs[0], dict) else {}
-        except json.JSONDecodeError:
-            return {"podman_error": _tail(proc.stderr)}
-        pid = str(doc.get("Id", ""))
-        return {"podman_id": pid if pid.startswith("sha256:") else f"sha256:{pid}",
-                "podman_digest": doc.get("Digest"), "podman_size": doc.get("Size")}
+            attrs = podman_attrs(self, image_id)
+        except EngineError as e:
+            return {"podman_error": e.describe()}
+        if attrs is None:
+            return {"podman_error": f"no image {image_id} in podman's storage"}
+        return fingerprint_of(attrs) | {"podman_id": attrs["Id"], "podman_digest": attrs.get("Digest"),
+                                        "podman_size": attrs.get("Size")}
 
     def _load_from_docker(self, image_id: str) -> None:
         from runner.engine.docker_client import api_errors

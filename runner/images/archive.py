@@ -121,7 +121,20 @@ def check_sidecar(path: Path) -> str | None:
 
 
 def import_image(client: docker.DockerClient, path: Path, expect_id: str | None = None) -> Imported:
-    """Load the tarball at `path` after checking it; returns the loaded image's id and tags."""
+    """Load the tarball at `path` into Docker after checking it; returns the loaded image's id and tags."""
+    image_id, tags = checked_archive(path, expect_id)
+    with open(path, "rb") as f, api_errors(f"loading {path.name}"):
+        loaded = client.images.load(f)
+    ids = {img.id for img in loaded}
+    if ids != {image_id}:
+        raise ImageError(f"the engine loaded {sorted(ids)} from {path.name}, the tarball's config says {image_id}",
+                         file=path, fix="report this: the engine and the archive disagree on the image id")
+    return Imported(image_id, tags)
+
+
+def checked_archive(path: Path, expect_id: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """(image id, tags) of a tarball that passed every check before any engine sees a byte of it:
+    its members, its `.sha256` sidecar, one image, and `expect_id`. Docker and podman imports share it."""
     if expect_id is not None and not _IMAGE_ID.match(expect_id):
         raise UsageError(f"{expect_id!r} is not an image id", field="--expect-id",
                          fix="write it as sha256:<64 hex digits> (`runner images list` shows ids)")
@@ -133,10 +146,4 @@ def import_image(client: docker.DockerClient, path: Path, expect_id: str | None 
     if expect_id is not None and image_id != expect_id:
         raise CheckFailed(f"the tarball holds image {image_id}, expected {expect_id}", file=path,
                           fix="nothing was loaded; find the tarball of the expected image")
-    with open(path, "rb") as f, api_errors(f"loading {path.name}"):
-        loaded = client.images.load(f)
-    ids = {img.id for img in loaded}
-    if ids != {image_id}:
-        raise ImageError(f"the engine loaded {sorted(ids)} from {path.name}, the tarball's config says {image_id}",
-                         file=path, fix="report this: the engine and the archive disagree on the image id")
-    return Imported(image_id, tags)
+    return image_id, tags

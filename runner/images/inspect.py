@@ -67,7 +67,12 @@ def label_mismatches(attrs: dict[str, Any], entry: CatalogEntry, lock: Lockfile 
 
 def image_state(client: docker.DockerClient, entry: CatalogEntry) -> ImageState:
     """Is the image tagged for `entry` a build of the current catalog entry and lockfile?"""
-    attrs = get_attrs(client, entry.tag)
+    return state_of(entry, get_attrs(client, entry.tag))
+
+
+def state_of(entry: CatalogEntry, attrs: dict[str, Any] | None) -> ImageState:
+    """The state of the image with these inspect attrs (Docker's shape; None: no such image) for `entry`.
+    Engine-neutral: podman's inspect data, put in Docker's shape, is judged by the same rule."""
     if attrs is None:
         return ImageState(entry, "missing")
     try:
@@ -84,6 +89,11 @@ def image_fingerprint(client: docker.DockerClient, image_id: str) -> dict[str, A
     if attrs is None:
         raise ImageError(f"image {image_id} is not on this engine",
                          fix="runner images build NAME, or runner images import FILE")
+    return fingerprint_of(attrs)
+
+
+def fingerprint_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's image facts from inspect attrs in Docker's shape (Docker's own, or podman's put in it)."""
     config = attrs.get("Config") or {}
     return {
         "id": attrs["Id"],

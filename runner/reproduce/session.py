@@ -279,6 +279,11 @@ def _resolve_images(engine: Engine, plan: Plan, opts: SessionOptions, console: C
 
     if not engine.isolated:  # the local engine: the host's own Python runs every framework, no image
         return {f.value: ImageChoice(f.value, None, None) for f in plan.experiment.frameworks}
+    if engine.name == "podman" and engine.docker is None:  # podman alone (clusters): the images it holds
+        from runner.reproduce.images import resolve_podman_images
+
+        return resolve_podman_images(engine, plan, opts.build, console,
+                                     pinned=rerun.images if rerun else None)
     images = resolve_images(engine.docker, plan, opts.build, opts.base, console,
                             pinned=rerun.images if rerun else None)
     prepare = getattr(engine, "ensure_image", None)  # podman: images move from Docker
@@ -429,9 +434,9 @@ def _fingerprint(writer, engine: Engine, executor: Executor, images, dataset) ->
             from runner.images.inspect import image_fingerprint
 
             info["image"] |= image_fingerprint(docker, choice.image_id)
-        facts = getattr(engine, "image_facts", None)
+        facts = getattr(engine, "image_facts", None)  # podman: its own facts; Docker's win where both say
         if facts is not None and choice.image_id is not None:
-            info["image"] |= facts(choice.image_id)
+            info["image"] = facts(choice.image_id) | info["image"]
         writer.add_environment(f"images/{choice.name or 'local-' + fw}", info)
 
 

@@ -1,0 +1,75 @@
+"""Framework images in podman's own storage, where podman runs and no Docker engine answers (the
+cluster case: Docker not allowed, images carried over as `runner images export` archives).
+
+Found by the catalog's tag and judged against the catalog and lockfile by the same rule as Docker's
+images (runner.images.inspect.state_of); loaded after the same checks as a Docker import
+(runner.images.archive.checked_archive), and podman's ID must then equal the archive's. podman's
+inspect data is put in Docker's shape, so the bundle records the same facts for either engine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import EngineError, ImageError
+from runner.images.archive import Imported, checked_archive
+from runner.images.catalog import CatalogEntry
+from runner.images.inspect import ImageState, state_of
+
+if TYPE_CHECKING:
+    from runner.engine.podman_engine import PodmanEngine
+
+LOAD_TIMEOUT_S = 1800  # a CUDA image is several GB; vfs storage (rootless, no fuse-overlayfs) copies every layer
+LOAD_FIX = "carry the image over: `runner images export NAME --out FILE` where Docker builds it, then " \
+           "`runner images import FILE --engine podman` here"
+
+
+def podman_attrs(engine: PodmanEngine, ref: str) -> dict[str, Any] | None:
+    """podman's inspect data for `ref` in Docker's shape (an `Id` with its sha256: prefix);
+    None when podman's storage has no such image."""
+    if not engine.has_image(ref):
+        return None
+    proc = engine.cli("image", "inspect", ref)
+    try:
+        docs = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        docs = None
+    if not (isinstance(docs, list) and len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("Id")):
+        raise EngineError(f"`podman image inspect {ref}` did not describe one image",
+                          fix="check podman (`podman info`, `runner doctor`)")
+    attrs = dict(docs[0])
+    pid = str(attrs["Id"])
+    attrs["Id"] = pid if pid.startswith("sha256:") else f"sha256:{pid}"
+    return attrs
+
+
+def podman_image_state(engine: PodmanEngine, entry: CatalogEntry) -> ImageState:
+    """Is the image podman holds under `entry`'s tag a build of the current catalog entry and lockfile?"""
+    return state_of(entry, podman_attrs(engine, entry.tag))
+
+
+def usable_image(engine: PodmanEngine, entry: CatalogEntry) -> str:
+    """The ID of `entry`'s image in podman's storage, or ImageError saying why there is none and the fix."""
+    state = podman_image_state(engine, entry)
+    if state.status == "present" and state.image_id:
+        return state.image_id
+    why = "; ".join(state.reasons) or "not in podman's storage"
+    raise ImageError(f"image {entry.tag} is {state.status} (podman alone, no Docker engine to build it): {why}",
+                     fix=LOAD_FIX)
+
+
+def import_into_podman(engine: PodmanEngine, path: Path, expect_id: str | None = None) -> Imported:
+    """`podman load` of a checked docker-archive tarball; podman's ID for it must be the archive's."""
+    image_id, tags = checked_archive(path, expect_id)  # a tarball that fails is never shown to podman
+    proc = engine.cli("load", "--input", str(path.resolve()), check=False, timeout=LOAD_TIMEOUT_S, merge=True)
+    if proc.returncode != 0:
+        last = (proc.stdout or "").strip().splitlines()[-1:] or ["no message"]
+        raise ImageError(f"podman could not load it: {last[0][-300:]}", file=path,
+                         fix="check podman's storage and free space (`podman info`, `df`)")
+    got = engine.image_id(image_id) if engine.has_image(image_id) else None
+    if got != image_id:
+        raise ImageError(f"podman loaded {path.name} but holds {got or 'no image'} for {image_id}", file=path,
+                         fix="report this: podman and the archive disagree on the image id")
+    return Imported(image_id, tags)
