@@ -13,6 +13,7 @@ was checked, so a failed build leaves nothing tagged (its cached layers stay, un
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,8 +28,8 @@ from typing import TYPE_CHECKING, Literal
 from runner.engine.docker_client import api_errors
 from runner.errors import ImageError, UsageError
 from runner.images.catalog import CatalogEntry
-from runner.images.inspect import get_attrs, image_state
-from runner.images.labels import SYSTEM_DOCKERFILE, image_labels
+from runner.images.inspect import ImageState, get_attrs, image_state
+from runner.images.labels import BASE_ID_LABEL, SYSTEM_DOCKERFILE, image_labels
 from runner.images.lockfile import Lockfile, read_lockfile
 from runner.images.paths import default_cache_dir
 from runner.images.platform import BaseImage, prepare_base
@@ -187,6 +188,21 @@ def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str |
     return image_id
 
 
+def base_moved(client: docker.DockerClient, state: ImageState, base: str) -> str | None:
+    """Why a present image is not a build on `base` as the engine has it now (a base rebuilt or
+    replaced under the same name), or None. A base the engine lacks is not judged (nothing is pulled)."""
+    if state.status != "present" or not state.image_id:
+        return None
+    base_attrs = get_attrs(client, base)
+    if base_attrs is None:
+        return None
+    labels = ((get_attrs(client, state.image_id) or {}).get("Config") or {}).get("Labels") or {}
+    built_on = labels.get(BASE_ID_LABEL)
+    if built_on == base_attrs["Id"]:
+        return None
+    return f"it was built on base {str(built_on)[:19]}, and {base} is now {base_attrs['Id'][:19]}"
+
+
 def ensure_image(client: docker.DockerClient, entry: CatalogEntry, policy: Policy = "missing",
                  base: str | None = None, *, cache_dir: Path | None = None, log: Log | None = None) -> str:
     """The id of a current image for `entry`, building it as `policy` allows.
@@ -199,6 +215,9 @@ def ensure_image(client: docker.DockerClient, entry: CatalogEntry, policy: Polic
         raise UsageError(f"unknown build policy {policy!r}", field="policy", fix=f"use one of: {', '.join(POLICIES)}")
     if policy != "always":
         state = image_state(client, entry)
+        moved = base_moved(client, state, base or entry.base)
+        if moved:
+            state = dataclasses.replace(state, status="stale", reasons=(*state.reasons, moved))
         if state.status == "present" and state.image_id:
             return state.image_id
         if policy == "never":

@@ -22,6 +22,7 @@ VARIANT = PREFIX + "variant"
 LOCK_SHA256 = PREFIX + "lock_sha256"
 CATALOG_ENTRY = PREFIX + "catalog_entry"
 RECIPE_SHA256 = PREFIX + "recipe_sha256"
+BASE_ID_LABEL = PREFIX + "base_id"  # the engine's ID of the base the image was built on
 SYSTEM_DOCKERFILE = "system/Dockerfile"
 
 
@@ -77,7 +78,7 @@ def image_labels(entry: CatalogEntry, lock: Lockfile, base: BaseImage) -> dict[s
         **identity_labels(entry, lock),
         PREFIX + "platform": entry.platform,
         PREFIX + "python": entry.python,
-        PREFIX + "base_id": base.source_id,
+        BASE_ID_LABEL: base.source_id,
     }
     url = source_url(repo)
     if url:

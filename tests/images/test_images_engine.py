@@ -248,3 +248,20 @@ def test_lock_command_resolves_through_the_host(client, local_base, tmp_path, cl
     assert (torch.version, torch.sha256) == ("2.13.0+cpu", {p.name: p for p in committed.pip}["torch"].sha256)
     assert {"pip", "numpy", "torch"} <= set(fresh.pip_versions())
     assert fresh.debian_versions()["python3"].startswith("3.11.")
+
+
+def test_an_image_built_on_another_base_is_stale(client, cpu_images, local_base, tmp_path):
+    """A base rebuilt or replaced under the same name: the images built on the old one are stale
+    (policy missing rebuilds them, never refuses), though their labels still match the lockfile."""
+    entry = load_catalog().get("pytorch-cpu")
+    tagged = client.images.get(entry.tag).id
+    assert ensure_image(client, entry, "never", base=local_base) == tagged  # built on it: reused
+    (tmp_path / "Dockerfile").write_text(f"FROM {local_base}\nLABEL io.runner.test=another-base\n")
+    other, _ = client.images.build(path=str(tmp_path), tag="runner-test/another-base:1", network_mode="none")
+    try:
+        with pytest.raises(ImageError, match="is stale") as err:
+            ensure_image(client, entry, "never", base="runner-test/another-base:1")
+        assert f"runner-test/another-base:1 is now {other.id[:19]}" in err.value.message
+        assert ensure_image(client, entry, "never", base="runner-test/absent:1") == tagged  # not judged
+    finally:
+        client.images.remove("runner-test/another-base:1")
