@@ -134,3 +134,12 @@ def test_a_hostile_archive_never_reaches_podman(tmp_path):
     with pytest.raises(UsageError, match="is not an image id"):
         import_into_podman(podman, tmp_path / "evil.tar", expect_id="latest")
     assert podman.calls == []
+
+
+def test_no_podman_is_one_line_and_exit_2(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no podman on it
+    archive = _bad_archive(tmp_path / "evil.tar")
+    for argv in (("images", "list", "--engine", "podman"), ("images", "import", archive, "--engine", "podman")):
+        result = cli(*argv)
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+        assert len(result.err.strip().splitlines()) == 1 and "podman is not installed" in result.err
