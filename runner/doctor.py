@@ -33,13 +33,19 @@ def check_engine() -> tuple[Check, object | None]:
 
 def check_podman() -> Check:
     """The second engine (`--engine podman`): optional, so its absence is a WARN."""
+    return podman_check()[0]
+
+
+def podman_check() -> tuple[Check, object | None]:
+    """The podman check and the engine when podman answers (None when it does not)."""
     from runner.engine.podman_engine import PodmanEngine
     from runner.errors import EngineError
 
     try:
-        facts = PodmanEngine.connect().describe()
+        podman = PodmanEngine.connect()
+        facts = podman.describe()
     except EngineError as e:
-        return Check("podman", "WARN", e.message, "only needed for --engine podman: apt-get install -y podman")
+        return Check("podman", "WARN", e.message, "only needed for --engine podman: apt-get install -y podman"), None
     mode = "rootless" if facts.get("rootless") else "rootful"
     detail = (f"Podman {facts.get('version')} ({mode}, {facts.get('oci_runtime')}, "
               f"{facts.get('storage_driver')} storage, cgroups {facts.get('cgroup_version')})")
@@ -47,8 +53,8 @@ def check_podman() -> Check:
     if ignored:  # rootless on cgroup v1, or a controller not delegated: specs setting these are refused
         return Check("podman", "WARN", f"{detail}; cannot enforce: {', '.join(ignored)}",
                      "run podman as root, or delegate the cpu, memory and pids controllers to your user on a "
-                     "cgroup v2 host (systemd Delegate=yes); specs setting resources.memory/cpus are refused")
-    return Check("podman", "OK", detail)
+                     "cgroup v2 host (systemd Delegate=yes); specs setting resources.memory/cpus are refused"), podman
+    return Check("podman", "OK", detail), podman
 
 
 def check_gpus() -> Check:
@@ -80,18 +86,28 @@ def check_datasets(data_root: Path) -> Check:
     return Check("datasets", "OK", f"{data_root}: {', '.join(found)}")
 
 
-def check_images(client: object | None) -> Check:
-    if client is None:
+def check_images(client: object | None, podman: object | None = None) -> Check:
+    """Docker's images; podman's own storage where podman runs alone (no Docker engine)."""
+    if client is None and podman is None:
         return Check("images", "WARN", "unknown (no engine)", "start the engine first")
     from runner.images.catalog import load_catalog
-    from runner.images.inspect import image_state
 
-    states = [image_state(client, entry) for entry in load_catalog() if entry.buildable]
+    entries = [entry for entry in load_catalog() if entry.buildable]
+    if client is not None:
+        from runner.images.inspect import image_state
+
+        states, where, fix = [image_state(client, e) for e in entries], "", "`runner images build NAME`"
+    else:
+        from runner.images.podman_store import podman_image_state
+
+        states = [podman_image_state(podman, e) for e in entries]
+        where, fix = " (podman's storage)", "`runner images export NAME` where Docker builds it, then " \
+                                            "`runner images import FILE --engine podman` here"
     present = [s.entry.name for s in states if s.status == "present"]
     missing = [f"{s.entry.name} ({s.status})" for s in states if s.status != "present"]
     status = "OK" if present else "WARN"
-    detail = f"present: {', '.join(present) or 'none'}; missing or stale: {', '.join(missing) or 'none'}"
-    return Check("images", status, detail, "" if not missing else "`runner images build NAME`")
+    detail = f"present{where}: {', '.join(present) or 'none'}; missing or stale: {', '.join(missing) or 'none'}"
+    return Check("images", status, detail, "" if not missing else fix)
 
 
 def check_executors() -> Check:
@@ -114,5 +130,9 @@ def check_executors() -> Check:
 
 def run_checks(data_root: Path) -> list[Check]:
     engine, client = check_engine()
-    return [engine, check_podman(), check_executors(), check_gpus(), check_disk(Path("results")),
-            check_datasets(data_root), check_images(client)]
+    podman_line, podman = podman_check()
+    if client is None and podman is not None:  # podman alone (a cluster without Docker): not a failure
+        engine = Check("container engine", "WARN", f"no Docker engine ({engine.detail}); podman runs the images "
+                       "in its own storage", "use --engine podman, or start dockerd to build images here")
+    return [engine, podman_line, check_executors(), check_gpus(), check_disk(Path("results")),
+            check_datasets(data_root), check_images(client, None if client is not None else podman)]

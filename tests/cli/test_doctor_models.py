@@ -29,9 +29,25 @@ def test_doctor_reports_the_engine(cli, tmp_path, monkeypatch):
 def test_doctor_without_engine_fails_with_the_fix(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no podman either
     result = cli("doctor")
     assert result.code == 1
     assert "FAIL" in result.out and "dockerd" in result.out
+
+
+@pytest.mark.podman
+def test_doctor_with_podman_alone_is_no_failure(cli, tmp_path, monkeypatch):
+    """No Docker engine but a working podman (a cluster): the engine line warns, images are podman's."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    result = cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.out)}
+    assert result.code == 0, result.out
+    engine = checks["container engine"]
+    assert engine["status"] == "WARN" and "podman runs the images in its own storage" in engine["detail"]
+    assert checks["images"]["detail"].startswith("present (podman's storage): ")
+    if checks["images"]["fix"]:
+        assert "runner images import FILE --engine podman" in checks["images"]["fix"]
 
 
 @pytest.mark.podman
