@@ -184,3 +184,49 @@ def test_podman_containers_through_slurm(cpu_images, docker_client, tmp_path):
     left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL_BUNDLE}={bundle}"],
                           capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+PODMAN_ALONE_SPEC = """\
+name: slurm-podman-alone
+dataset:
+  name: cifar10
+  synthetic: {train_size: 128, test_size: 64, seed: 1}
+model: {name: simple_cnn}
+frameworks: [pytorch]
+recipe: {epochs: 1, batch_size: 32, optimizer: sgd, lr: 0.01, deterministic: true}
+measurement: {warmup_steps: 1, latency_batch_sizes: [], latency_iterations: 1}
+resources: {threads: 1, time_limit_s: 300}
+"""
+
+
+@pytest.mark.podman
+def test_podman_alone_through_slurm(cpu_images, tmp_path):
+    """The cluster case end to end: no Docker engine answers (DOCKER_HOST points at nothing), the
+    image carried over as an archive and imported into podman's storage, the run a Slurm job whose
+    node runs it with podman."""
+    no_docker = os.environ | {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    archive = tmp_path / "pytorch-cpu.tar"
+
+    def runner(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runner.cli", *argv], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=900, env=env)
+
+    exported = runner("images", "export", "pytorch-cpu", "--out", str(archive))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    imported = runner("images", "import", str(archive), "--engine", "podman", env=no_docker)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    archive.unlink()
+    (tmp_path / "spec.yaml").write_text(PODMAN_ALONE_SPEC)
+    proc = runner("reproduce", "spec.yaml", "--engine", "podman", "--executor", "slurm", env=no_docker)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no Docker engine answers" in proc.stdout + proc.stderr
+    (bundle,) = [p for p in (tmp_path / "results" / "slurm-podman-alone").iterdir()
+                 if not p.name.endswith(".partial")]
+    verify = runner("bundle", "verify", str(bundle))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["ok"]
+    (env,) = _runs_env(bundle).values()
+    assert env["engine"] == "podman" and env["executor"] == "slurm" and env["slurm_state"] == "COMPLETED"
+    image = json.loads((bundle / "environment" / "images" / "pytorch-cpu.json").read_text())["image"]
+    assert image["id"] == cpu_images["pytorch"]
