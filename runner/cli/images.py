@@ -216,13 +216,19 @@ def verify(name: NameArg, catalog: CatalogOpt = None, as_json: JsonFlag = False)
 @app.command("export")
 def export(name: NameArg,
            out: Annotated[Path, typer.Option("--out", help="Tarball to write (docker-archive); never overwritten.")],
-           catalog: CatalogOpt = None) -> None:
+           catalog: CatalogOpt = None, engine: StoreOpt = StoreChoice.docker) -> None:
     """Save an image as a docker-archive tarball, atomically, with its sha256 beside it."""
-    from runner.images.archive import export_image
     from runner.images.catalog import load_catalog
 
     entry = load_catalog(catalog).get(name)
-    result = export_image(_connect(), entry.tag, out)
+    if engine is StoreChoice.podman:
+        from runner.images.podman_store import export_from_podman
+
+        result = export_from_podman(_podman(), entry.tag, out)
+    else:
+        from runner.images.archive import export_image
+
+        result = export_image(_connect(), entry.tag, out)
     typer.echo(f"exported {entry.tag} ({result.image_id}) to {result.path}: {result.size / 1e9:.2f} GB")
     typer.echo(f"sha256 {result.sha256}  (written to {result.path.name}.sha256)")
 

@@ -54,12 +54,7 @@ def export_image(client: docker.DockerClient, ref: str, out: Path) -> Exported:
     """Save the image `ref` (tag or id) to `out`, atomically; refuses to overwrite."""
     import docker.errors
 
-    if out.exists():
-        raise UsageError("the output file exists; export never overwrites", file=out, field="--out",
-                         fix="remove it or choose another --out")
-    if not out.parent.is_dir():
-        raise UsageError("the output folder does not exist", file=out.parent, field="--out",
-                         fix="create it first")
+    check_export_target(out)
     try:
         image = client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -68,6 +63,16 @@ def export_image(client: docker.DockerClient, ref: str, out: Path) -> Exported:
         _, hexdigest = fsutil.write_atomic(out, image.save(named=True))
     write_atomic(out.with_name(out.name + ".sha256"), f"{hexdigest}  {out.name}\n")
     return Exported(out, hexdigest, image.id, out.stat().st_size)
+
+
+def check_export_target(out: Path) -> None:
+    """An export never overwrites, and writes only into a folder that exists."""
+    if out.exists() or out.is_symlink():
+        raise UsageError("the output file exists; export never overwrites", file=out, field="--out",
+                         fix="remove it or choose another --out")
+    if not out.parent.is_dir():
+        raise UsageError("the output folder does not exist", file=out.parent, field="--out",
+                         fix="create it first")
 
 
 def check_members(path: Path) -> int:

@@ -10,13 +10,16 @@ inspect data is put in Docker's shape, so the bundle records the same facts for 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import EngineError, ImageError
-from runner.images.archive import Imported, checked_archive
+from runner.images.archive import Exported, Imported, archive_image_id, check_export_target, checked_archive
 from runner.images.catalog import CatalogEntry
 from runner.images.inspect import ImageState, state_of
+from runner.images.lockfile import sha256_file, write_atomic
 
 if TYPE_CHECKING:
     from runner.engine.podman_engine import PodmanEngine
@@ -73,3 +76,32 @@ def import_into_podman(engine: PodmanEngine, path: Path, expect_id: str | None =
         raise ImageError(f"podman loaded {path.name} but holds {got or 'no image'} for {image_id}", file=path,
                          fix="report this: podman and the archive disagree on the image id")
     return Imported(image_id, tags)
+
+
+def export_from_podman(engine: PodmanEngine, ref: str, out: Path) -> Exported:
+    """`podman save` of `ref` as a docker-archive to `out` (through a temporary file beside it,
+    never overwriting), its sha256 written beside it; the archive's ID must be podman's."""
+    check_export_target(out)
+    attrs = podman_attrs(engine, ref)
+    if attrs is None:
+        raise ImageError(f"no image {ref} in podman's storage", fix="`runner images list --engine podman` shows "
+                         "what it holds")
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        proc = engine.cli("save", "--format", "docker-archive", "--output", str(tmp.resolve()), ref, check=False,
+                          timeout=LOAD_TIMEOUT_S, merge=True)
+        if proc.returncode != 0:
+            last = (proc.stdout or "").strip().splitlines()[-1:] or ["no message"]
+            raise ImageError(f"podman could not save {ref}: {last[0][-300:]}", file=out,
+                             fix="check podman's storage and free space (`podman info`, `df`)")
+        image_id, _ = archive_image_id(tmp)
+        if image_id != attrs["Id"]:
+            raise ImageError(f"podman saved {image_id} for {ref}, which it holds as {attrs['Id']}", file=out,
+                             fix="report this: podman and its archive disagree on the image id")
+        os.chmod(tmp, 0o644)
+        digest = sha256_file(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_atomic(out.with_name(out.name + ".sha256"), f"{digest}  {out.name}\n")
+    return Exported(out, digest, image_id, out.stat().st_size)

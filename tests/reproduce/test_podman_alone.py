@@ -115,3 +115,30 @@ def test_build_always_is_refused_with_podman_alone(imported, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
     assert "--build always needs a Docker engine" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_export_from_podman_alone_round_trips(imported, tmp_path):
+    """podman's storage -> an archive another node (or Docker) loads: same ID, sha256 beside it."""
+    from runner.images.archive import archive_image_id
+
+    out = tmp_path / "again.tar"
+    proc = _runner(REPO, "images", "export", "pytorch-cpu", "--out", str(out), "--engine", "podman", env=NO_DOCKER)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert archive_image_id(out)[0] == imported["ids"]["pytorch"]
+    check = subprocess.run(["sha256sum", "--check", "again.tar.sha256"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0 and "again.tar: OK" in check.stdout  # coreutils reads the sidecar
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    again = _runner(REPO, "images", "export", "pytorch-cpu", "--out", str(out), "--engine", "podman", env=NO_DOCKER)
+    assert again.returncode == 2 and "never overwrites" in again.stderr
+    reimport = _runner(REPO, "images", "import", str(out), "--engine", "podman", "--expect-id",
+                       imported["ids"]["pytorch"], env=NO_DOCKER)
+    assert reimport.returncode == 0, reimport.stdout + reimport.stderr
+    loaded = subprocess.run(["docker", "load", "--input", str(out)], capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr  # Docker reads podman's archive (and checks its layers)
+    tags = [line.split(": ", 1)[1] for line in loaded.stdout.splitlines() if line.startswith("Loaded image: ")]
+    for tag in tags:
+        got = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True)
+        assert got.stdout.strip() == imported["ids"]["pytorch"]
+        if tag != "runner/pytorch-cpu:2.13.0":
+            subprocess.run(["docker", "rmi", tag], capture_output=True)  # the extra name only
+    assert tags
