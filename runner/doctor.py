@@ -135,4 +135,4 @@ def run_checks(data_root: Path) -> list[Check]:
         engine = Check("container engine", "WARN", f"no Docker engine ({engine.detail}); podman runs the images "
                        "in its own storage", "use --engine podman, or start dockerd to build images here")
     return [engine, podman_line, check_executors(), check_gpus(), check_disk(Path("results")),
-            check_datasets(data_root), check_images(client, None if client is not None else podman)]
+            check_datasets(data_root), check_images(client, podman)]

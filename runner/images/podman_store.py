@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.engine.podman_engine import _tail
 from runner.errors import EngineError, ImageError
 from runner.images.archive import Exported, Imported, archive_image_id, check_export_target, checked_archive
 from runner.images.catalog import CatalogEntry
@@ -68,8 +69,7 @@ def import_into_podman(engine: PodmanEngine, path: Path, expect_id: str | None =
     image_id, tags = checked_archive(path, expect_id)  # a tarball that fails is never shown to podman
     proc = engine.cli("load", "--input", str(path.resolve()), check=False, timeout=LOAD_TIMEOUT_S, merge=True)
     if proc.returncode != 0:
-        last = (proc.stdout or "").strip().splitlines()[-1:] or ["no message"]
-        raise ImageError(f"podman could not load it: {last[0][-300:]}", file=path,
+        raise ImageError(f"podman could not load it: {_tail(proc.stdout or 'no message')}", file=path,
                          fix="check podman's storage and free space (`podman info`, `df`)")
     got = engine.image_id(image_id) if engine.has_image(image_id) else None
     if got != image_id:
@@ -91,8 +91,7 @@ def export_from_podman(engine: PodmanEngine, ref: str, out: Path) -> Exported:
         proc = engine.cli("save", "--format", "docker-archive", "--output", str(tmp.resolve()), ref, check=False,
                           timeout=LOAD_TIMEOUT_S, merge=True)
         if proc.returncode != 0:
-            last = (proc.stdout or "").strip().splitlines()[-1:] or ["no message"]
-            raise ImageError(f"podman could not save {ref}: {last[0][-300:]}", file=out,
+            raise ImageError(f"podman could not save {ref}: {_tail(proc.stdout or 'no message')}", file=out,
                              fix="check podman's storage and free space (`podman info`, `df`)")
         image_id, _ = archive_image_id(tmp)
         if image_id != attrs["Id"]:

@@ -35,17 +35,7 @@ pytestmark = [pytest.mark.podman, pytest.mark.docker, pytest.mark.slow]
 
 HOST_DEPENDENCIES = ("typer", "rich", "pydantic", "PyYAML", "pyarrow", "docker", "nvidia-ml-py", "psutil",
                      "numpy", "filelock", "pillow")  # pyproject's dependencies: runner's host side
-SPEC = """\
-name: rootless
-dataset:
-  name: cifar10
-  synthetic: {train_size: 128, test_size: 64, seed: 1}
-model: {name: simple_cnn}
-frameworks: [pytorch]
-recipe: {epochs: 1, batch_size: 32, optimizer: sgd, lr: 0.01, deterministic: true}
-measurement: {warmup_steps: 1, latency_batch_sizes: [], latency_iterations: 1}
-resources: {threads: 1, time_limit_s: 300}
-"""
+SPEC = REPO / "tests" / "specs" / "one-run.yaml"
 
 
 def _copy_distributions(dest: Path, roots: tuple[str, ...]) -> list[str]:
@@ -105,13 +95,14 @@ def rootless_run(cpu_images) -> Iterator[dict]:
         for part in ("runner", "images"):  # the package and the image catalog with its lockfiles (a checkout)
             shutil.copytree(REPO / part, work / "code" / part, ignore=shutil.ignore_patterns("__pycache__"))
         _copy_distributions(work / "site", HOST_DEPENDENCIES)
-        (work / "spec.yaml").write_text(SPEC)
+        shutil.copyfile(SPEC, work / "spec.yaml")
         archive = work / "pytorch-cpu.tar"
         export = subprocess.run([sys.executable, "-m", "runner.cli", "images", "export", "pytorch-cpu", "--out",
                                  str(archive)], cwd=REPO, capture_output=True, text=True, timeout=900)
         assert export.returncode == 0, export.stdout + export.stderr
-        if _root_mode(archive) & 0o005 != 0o005:
-            message = (f"the pytorch-cpu image's / has mode {_root_mode(archive):o} in its first layer (its base "
+        mode = _root_mode(archive)
+        if mode & 0o005 != 0o005:
+            message = (f"the pytorch-cpu image's / has mode {mode:o} in its first layer (its base "
                        "was imported from a mktemp folder, before .ci/provision.sh made it 0755): no non-root "
                        "user can run in it; rebuild the base (.ci/provision.sh) and the images")
             if os.environ.get("CI"):
@@ -141,7 +132,7 @@ def test_a_whole_reproduce_as_the_user(rootless_run):
     assert proc.returncode == 0, out
     assert "no Docker engine answers" in out  # the user cannot reach root's Docker
     work, user = rootless_run["work"], rootless_run["user"]
-    (bundle,) = [p for p in (work / "results" / "rootless").iterdir() if not p.name.endswith(".partial")]
+    (bundle,) = [p for p in (work / "results" / "one-run").iterdir() if not p.name.endswith(".partial")]
     verify = subprocess.run([sys.executable, "-m", "runner.cli", "bundle", "verify", str(bundle)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr

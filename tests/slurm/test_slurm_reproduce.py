@@ -186,17 +186,7 @@ def test_podman_containers_through_slurm(cpu_images, docker_client, tmp_path):
     assert left == []
 
 
-PODMAN_ALONE_SPEC = """\
-name: slurm-podman-alone
-dataset:
-  name: cifar10
-  synthetic: {train_size: 128, test_size: 64, seed: 1}
-model: {name: simple_cnn}
-frameworks: [pytorch]
-recipe: {epochs: 1, batch_size: 32, optimizer: sgd, lr: 0.01, deterministic: true}
-measurement: {warmup_steps: 1, latency_batch_sizes: [], latency_iterations: 1}
-resources: {threads: 1, time_limit_s: 300}
-"""
+ONE_RUN = REPO / "tests" / "specs" / "one-run.yaml"
 
 
 @pytest.mark.podman
@@ -216,11 +206,10 @@ def test_podman_alone_through_slurm(cpu_images, tmp_path):
     imported = runner("images", "import", str(archive), "--engine", "podman", env=no_docker)
     assert imported.returncode == 0, imported.stdout + imported.stderr
     archive.unlink()
-    (tmp_path / "spec.yaml").write_text(PODMAN_ALONE_SPEC)
-    proc = runner("reproduce", "spec.yaml", "--engine", "podman", "--executor", "slurm", env=no_docker)
+    proc = runner("reproduce", str(ONE_RUN), "--engine", "podman", "--executor", "slurm", env=no_docker)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no Docker engine answers" in proc.stdout + proc.stderr
-    (bundle,) = [p for p in (tmp_path / "results" / "slurm-podman-alone").iterdir()
+    (bundle,) = [p for p in (tmp_path / "results" / "one-run").iterdir()
                  if not p.name.endswith(".partial")]
     verify = runner("bundle", "verify", str(bundle))
     assert verify.returncode == 0, verify.stdout + verify.stderr
