@@ -101,8 +101,8 @@ def check_images(client: object | None, podman: object | None = None) -> Check:
         from runner.images.podman_store import podman_image_state
 
         states = [podman_image_state(podman, e) for e in entries]
-        where, fix = " (podman's storage)", "`runner images export NAME` where Docker builds it, then " \
-                                            "`runner images import FILE --engine podman` here"
+        where, fix = " (podman's storage)", "`runner images build NAME --engine podman`, or `runner images " \
+                                            "import FILE --engine podman` of an archive from `runner images export`"
     present = [s.entry.name for s in states if s.status == "present"]
     missing = [f"{s.entry.name} ({s.status})" for s in states if s.status != "present"]
     status = "OK" if present else "WARN"

@@ -97,23 +97,27 @@ def _podman():
     return PodmanEngine.connect()
 
 
+def _store(engine: StoreChoice):
+    """The image pipeline's store for --engine: Docker's storage, or podman's own."""
+    if engine is StoreChoice.podman:
+        from runner.images.podman_store import PodmanStore
+
+        return PodmanStore(_podman())
+    from runner.images.store import DockerStore
+
+    return DockerStore(_connect())
+
+
 @app.command("list")
 def list_images(catalog: CatalogOpt = None, as_json: JsonFlag = False,
                 engine: StoreOpt = StoreChoice.docker) -> None:
     """Catalog vs engine: present, missing, or stale (lockfile or catalog entry changed since the build)."""
     from runner.images.catalog import load_catalog
+    from runner.images.inspect import state_of
 
     cat = load_catalog(catalog)
-    if engine is StoreChoice.podman:
-        from runner.images.podman_store import podman_image_state
-
-        podman = _podman()
-        states = [podman_image_state(podman, e) for e in cat]
-    else:
-        from runner.images.inspect import image_state
-
-        client = _connect()
-        states = [image_state(client, e) for e in cat]
+    store = _store(engine)
+    states = [state_of(e, store.attrs(e.tag)) for e in cat]
     if as_json:
         typer.echo(json.dumps([{
             "name": s.entry.name, "tag": s.entry.tag, "framework": s.entry.framework,
@@ -147,7 +151,8 @@ def list_images(catalog: CatalogOpt = None, as_json: JsonFlag = False,
 
 
 @app.command("lock")
-def lock(names: NamesArg = None, base: BaseOpt = None, catalog: CatalogOpt = None) -> None:
+def lock(names: NamesArg = None, base: BaseOpt = None, catalog: CatalogOpt = None,
+         engine: StoreOpt = StoreChoice.docker) -> None:
     """Resolve entries with the host's pip and apt-in-the-base, and (re)write their lockfiles."""
     from runner.images.catalog import load_catalog
     from runner.images.lock import lock_image
@@ -155,10 +160,10 @@ def lock(names: NamesArg = None, base: BaseOpt = None, catalog: CatalogOpt = Non
     cat = load_catalog(catalog)
     bases = parse_bases(base)
     entries = _selected(cat, names)
-    client = _connect()
+    store = _store(engine)
     console = _err_console()
     for entry in entries:
-        locked = lock_image(client, entry, _base_for(entry, bases), log=_log(console))
+        locked = lock_image(store, entry, _base_for(entry, bases), log=_log(console))
         typer.echo(f"locked {entry.name}: {len(locked.pip)} wheels, {len(locked.debian)} Debian packages, "
                    f"sha256 {locked.sha256} -> {locked.path}")
     skipped = [e.name for e in cat if not e.buildable and not names]
@@ -169,7 +174,7 @@ def lock(names: NamesArg = None, base: BaseOpt = None, catalog: CatalogOpt = Non
 @app.command("build")
 def build(names: NamesArg = None, base: BaseOpt = None, catalog: CatalogOpt = None,
           no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the engine's layer cache.")] = False,
-          ) -> None:
+          engine: StoreOpt = StoreChoice.docker) -> None:
     """Build images hermetically from their lockfiles (wheels fetched on the host, pip step offline)."""
     from runner.images.build import build_image
     from runner.images.catalog import load_catalog
@@ -177,23 +182,24 @@ def build(names: NamesArg = None, base: BaseOpt = None, catalog: CatalogOpt = No
     cat = load_catalog(catalog)
     bases = parse_bases(base)
     entries = _selected(cat, names)
-    client = _connect()
+    store = _store(engine)
     console = _err_console()
     for entry in entries:
-        console.rule(f"{entry.name} ({entry.platform})")
-        image_id = build_image(client, entry, base=_base_for(entry, bases), nocache=no_cache, log=_log(console))
+        console.rule(f"{entry.name} ({entry.platform}, {store.name})")
+        image_id = build_image(store, entry, base=_base_for(entry, bases), nocache=no_cache, log=_log(console))
         typer.echo(f"built {entry.name}: {image_id} ({entry.tag})")
 
 
 @app.command("verify")
-def verify(name: NameArg, catalog: CatalogOpt = None, as_json: JsonFlag = False) -> None:
+def verify(name: NameArg, catalog: CatalogOpt = None, as_json: JsonFlag = False,
+           engine: StoreOpt = StoreChoice.docker) -> None:
     """Check the image against the catalog and lockfile: labels, platform, pip freeze, Debian packages."""
     from runner.errors import CheckFailed
     from runner.images.catalog import load_catalog
     from runner.images.verify import verify_image
 
     entry = load_catalog(catalog).get(name)
-    report = verify_image(_connect(), entry)
+    report = verify_image(_store(engine), entry)
     if as_json:
         typer.echo(json.dumps({"name": name, "image_id": report.image_id, "ok": report.ok,
                                "checks": [c.__dict__ for c in report.checks]}, indent=2))
@@ -210,7 +216,8 @@ def verify(name: NameArg, catalog: CatalogOpt = None, as_json: JsonFlag = False)
     if not report.ok:
         first = report.failures[0]
         raise CheckFailed(f"{len(report.failures)} check(s) failed, first: {first.name}: {first.detail}",
-                          field=name, fix=f"rebuild it: runner images build {name}")
+                          field=name, fix=f"rebuild it: runner images build {name}"
+                                          f"{' --engine podman' if engine is StoreChoice.podman else ''}")
 
 
 @app.command("export")

@@ -366,7 +366,7 @@ class PodmanEngine:
                "limits_enforced": enforced, "oci_runtime": (host.get("ociRuntime") or {}).get("name"),
                "storage_driver": store.get("graphDriverName"),
                "images_from": "docker (docker save | podman load; same image IDs)" if self.docker
-               else "podman's own storage (runner images import --engine podman)"}
+               else "podman's own storage (built there by podman, or runner images import --engine podman)"}
         if not enforced["pids"]:
             doc["pids_limit"] = "not enforced by a cgroup here: the process cap is --ulimit nproc alone"
         return doc

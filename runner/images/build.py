@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Literal
 from runner.engine.docker_client import api_errors
 from runner.errors import ImageError, UsageError
 from runner.images.catalog import CatalogEntry
-from runner.images.inspect import ImageState, get_attrs, image_state
+from runner.images.inspect import ImageState, state_of
 from runner.images.labels import BASE_ID_LABEL, SYSTEM_DOCKERFILE, image_labels
 from runner.images.lockfile import Lockfile, read_lockfile
 from runner.images.paths import default_cache_dir
-from runner.images.platform import BaseImage, prepare_base
+from runner.images.platform import BaseImage
+from runner.images.store import ImageStore, as_store
 from runner.images.wheels import fetch_wheels
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def build_system_layer(client: docker.DockerClient, entry: CatalogEntry, lock: Lockfile, base: BaseImage,
+def build_system_layer(store: ImageStore, entry: CatalogEntry, lock: Lockfile, base: BaseImage,
                        cache_dir: Path, nocache: bool = False, log: Log = _quiet) -> str:
     """Base + pinned Debian packages (network on); tagged runner/system:<hash of the inputs>."""
     dockerfile = entry.catalog_path.parent / SYSTEM_DOCKERFILE
@@ -133,19 +134,20 @@ def build_system_layer(client: docker.DockerClient, entry: CatalogEntry, lock: L
     try:
         shutil.copyfile(dockerfile, context / "Dockerfile")
         log(f"system layer: {len(lock.debian)} Debian packages on {base.reference}")
-        system_id = stream_build(client, f"the system layer of {entry.name}", context,
-                                 buildargs={"BASE": base.id, "DEBIAN_PACKAGES": packages},
-                                 network_mode=None, platform=entry.platform, nocache=nocache, log=log)
+        system_id = store.build(f"the system layer of {entry.name}", context,
+                                buildargs={"BASE": base.id, "DEBIAN_PACKAGES": packages},
+                                network=True, platform=entry.platform, nocache=nocache, log=log)
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    with api_errors("tagging the system layer"):
-        client.api.tag(system_id, "runner/system", digest[:16], force=True)
+    store.tag(system_id, f"runner/system:{digest[:16]}")
     return system_id
 
 
-def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str | None = None,
+def build_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry, *, base: str | None = None,
                 cache_dir: Path | None = None, nocache: bool = False, log: Log | None = None) -> str:
-    """Build `entry` from its lockfile; returns the new image id, tagged `entry.tag`."""
+    """Build `entry` from its lockfile in `engine`'s storage (a Docker client or an ImageStore);
+    returns the new image id, tagged `entry.tag`."""
+    store = as_store(engine)
     say = log or _quiet
     if not entry.buildable:
         raise ImageError(f"{entry.name} is a {entry.recipe} recipe and is not built here",
@@ -156,9 +158,9 @@ def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str |
                          fix=f"fix {entry.field_prefix}.dockerfile in {entry.catalog_path}")
     lock = load_checked_lock(entry)
     cache = cache_dir or default_cache_dir()
-    base_image = prepare_base(client, base or entry.base, entry.platform, cache / "tmp")
+    base_image = store.prepare_base(base or entry.base, entry.platform, cache / "tmp")
     wheels = fetch_wheels(entry, lock, cache, say)
-    system_id = build_system_layer(client, entry, lock, base_image, cache, nocache=nocache, log=say)
+    system_id = build_system_layer(store, entry, lock, base_image, cache, nocache=nocache, log=say)
 
     context = _fresh_context(cache, entry.name)
     try:
@@ -169,43 +171,42 @@ def build_image(client: docker.DockerClient, entry: CatalogEntry, *, base: str |
         for wheel in wheels:
             _link_or_copy(wheel, context / "wheelhouse" / wheel.name)
         say(f"framework layer: {len(wheels)} locked wheels, network off")
-        image_id = stream_build(
-            client, entry.name, context,
+        image_id = store.build(
+            entry.name, context,
             buildargs={"BASE": system_id, "IMPORT_VERSION": entry.reported_version},
-            network_mode="none", platform=entry.platform, nocache=nocache, log=say,
+            network=False, platform=entry.platform, nocache=nocache, log=say,
         )
     finally:
         shutil.rmtree(context, ignore_errors=True)
 
-    attrs = get_attrs(client, image_id) or {}
+    attrs = store.attrs(image_id) or {}
     platform = f"{attrs.get('Os')}/{attrs.get('Architecture')}"
     if platform != entry.platform:
         raise ImageError(f"the build of {entry.name} says {platform}, the catalog says {entry.platform}",
                          fix="report this; the image was left untagged")
-    repository, _, tag = entry.tag.rpartition(":")
-    with api_errors(f"tagging {entry.tag}"):
-        client.api.tag(image_id, repository, tag, force=True)
+    store.tag(image_id, entry.tag)
     return image_id
 
 
-def base_moved(client: docker.DockerClient, state: ImageState, base: str) -> str | None:
+def base_moved(store: ImageStore, state: ImageState, base: str) -> str | None:
     """Why a present image is not a build on `base` as the engine has it now (a base rebuilt or
     replaced under the same name), or None. A base the engine lacks is not judged (nothing is pulled)."""
     if state.status != "present" or not state.image_id:
         return None
-    base_attrs = get_attrs(client, base)
+    base_attrs = store.attrs(base)
     if base_attrs is None:
         return None
-    labels = ((get_attrs(client, state.image_id) or {}).get("Config") or {}).get("Labels") or {}
+    labels = ((store.attrs(state.image_id) or {}).get("Config") or {}).get("Labels") or {}
     built_on = labels.get(BASE_ID_LABEL)
     if built_on == base_attrs["Id"]:
         return None
     return f"it was built on base {str(built_on)[:19]}, and {base} is now {base_attrs['Id'][:19]}"
 
 
-def ensure_image(client: docker.DockerClient, entry: CatalogEntry, policy: Policy = "missing",
+def ensure_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry, policy: Policy = "missing",
                  base: str | None = None, *, cache_dir: Path | None = None, log: Log | None = None) -> str:
-    """The id of a current image for `entry`, building it as `policy` allows.
+    """The id of a current image for `entry` in `engine`'s storage (a Docker client or an
+    ImageStore), building it as `policy` allows.
 
     missing: reuse the tagged image if it matches the catalog entry and lockfile, else build;
     always:  build (the engine's layer cache makes an unchanged rebuild quick);
@@ -213,15 +214,17 @@ def ensure_image(client: docker.DockerClient, entry: CatalogEntry, policy: Polic
     """
     if policy not in POLICIES:
         raise UsageError(f"unknown build policy {policy!r}", field="policy", fix=f"use one of: {', '.join(POLICIES)}")
+    store = as_store(engine)
     if policy != "always":
-        state = image_state(client, entry)
-        moved = base_moved(client, state, base or entry.base)
+        state = state_of(entry, store.attrs(entry.tag))
+        moved = base_moved(store, state, base or entry.base)
         if moved:
             state = dataclasses.replace(state, status="stale", reasons=(*state.reasons, moved))
         if state.status == "present" and state.image_id:
             return state.image_id
         if policy == "never":
             why = "; ".join(state.reasons) or "not on this engine"
+            flag = "" if store.name == "docker" else f" --engine {store.name}"
             raise ImageError(f"image {entry.tag} is {state.status}: {why}",
-                             fix=f"runner images build {entry.name} (or runner images import FILE)")
-    return build_image(client, entry, base=base, cache_dir=cache_dir, log=log)
+                             fix=f"runner images build {entry.name}{flag} (or runner images import FILE{flag})")
+    return build_image(store, entry, base=base, cache_dir=cache_dir, log=log)

@@ -10,9 +10,9 @@ from runner.errors import ImageError
 from runner.images.catalog import CatalogEntry
 from runner.images.lockfile import DebianPin, Lockfile, PipPin, format_lockfile, read_lockfile, write_atomic
 from runner.images.paths import default_cache_dir
-from runner.images.platform import prepare_base
 from runner.images.resolve_debian import resolve_debian
 from runner.images.resolve_pip import resolve_pip
+from runner.images.store import ImageStore, as_store
 
 if TYPE_CHECKING:
     import docker
@@ -45,9 +45,11 @@ def check_framework_pin(entry: CatalogEntry, pip: list[PipPin], debian: list[Deb
                          fix="pin the framework exactly in requirements, or correct framework_version", **where)
 
 
-def lock_image(client: docker.DockerClient, entry: CatalogEntry, base: str | None = None, *,
+def lock_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry, base: str | None = None, *,
                cache_dir: Path | None = None, log: Log | None = None) -> Lockfile:
-    """Resolve `entry` and write its lockfile; returns the lockfile as read back."""
+    """Resolve `entry` and write its lockfile; returns the lockfile as read back. apt resolves in the
+    base, run by `engine` (a Docker client or an ImageStore); pip resolves on the host."""
+    store = as_store(engine)
     say = log or (lambda _msg: None)
     if not entry.buildable:
         raise ImageError(f"{entry.name} is a {entry.recipe} recipe; it is locked on a machine that reaches "
@@ -56,9 +58,9 @@ def lock_image(client: docker.DockerClient, entry: CatalogEntry, base: str | Non
     work = (cache_dir or default_cache_dir()) / "tmp"
     reference = base or entry.base
     say(f"{entry.name}: base {reference}")
-    base_image = prepare_base(client, reference, entry.platform, work)
+    base_image = store.prepare_base(reference, entry.platform, work)
     say(f"{entry.name}: resolving Debian packages {' '.join(entry.debian)} with apt in the base")
-    debian = resolve_debian(client, entry, base_image.id)
+    debian = resolve_debian(store, entry, base_image.id)
     say(f"{entry.name}: resolving {' '.join(entry.requirements)} with the host's pip")
     pip = resolve_pip(entry)
     check_framework_pin(entry, pip, debian)

@@ -21,13 +21,18 @@ from runner.images.archive import Exported, Imported, archive_image_id, check_ex
 from runner.images.catalog import CatalogEntry
 from runner.images.inspect import ImageState, state_of
 from runner.images.lockfile import sha256_file, write_atomic
+from runner.images.store import ImageStore, Log
 
 if TYPE_CHECKING:
     from runner.engine.podman_engine import PodmanEngine
+    from runner.images.containers import CommandResult
+    from runner.images.platform import BaseImage
 
 LOAD_TIMEOUT_S = 1800  # a CUDA image is several GB; vfs storage (rootless, no fuse-overlayfs) copies every layer
-LOAD_FIX = "carry the image over: `runner images export NAME --out FILE` where Docker builds it, then " \
-           "`runner images import FILE --engine podman` here"
+LOAD_FIX = "`runner images build NAME --engine podman`, or carry it over: `runner images export NAME --out FILE` " \
+           "where it was built, then `runner images import FILE --engine podman` here"
+BASE_FIX = ("put a base in podman's storage and pass it with --base: `docker save local/debian:bookworm | podman load` "
+            "where Docker runs, or debootstrap + `podman import --arch ARCH - local/debian:bookworm` (docs/images.md)")
 
 
 def podman_attrs(engine: PodmanEngine, ref: str) -> dict[str, Any] | None:
@@ -52,16 +57,6 @@ def podman_attrs(engine: PodmanEngine, ref: str) -> dict[str, Any] | None:
 def podman_image_state(engine: PodmanEngine, entry: CatalogEntry) -> ImageState:
     """Is the image podman holds under `entry`'s tag a build of the current catalog entry and lockfile?"""
     return state_of(entry, podman_attrs(engine, entry.tag))
-
-
-def usable_image(engine: PodmanEngine, entry: CatalogEntry) -> str:
-    """The ID of `entry`'s image in podman's storage, or ImageError saying why there is none and the fix."""
-    state = podman_image_state(engine, entry)
-    if state.status == "present" and state.image_id:
-        return state.image_id
-    why = "; ".join(state.reasons) or "not in podman's storage"
-    raise ImageError(f"image {entry.tag} is {state.status} (podman alone, no Docker engine to build it): {why}",
-                     fix=LOAD_FIX)
 
 
 def import_into_podman(engine: PodmanEngine, path: Path, expect_id: str | None = None) -> Imported:
@@ -104,3 +99,59 @@ def export_from_podman(engine: PodmanEngine, ref: str, out: Path) -> Exported:
         tmp.unlink(missing_ok=True)
     write_atomic(out.with_name(out.name + ".sha256"), f"{digest}  {out.name}\n")
     return Exported(out, digest, image_id, out.stat().st_size)
+
+
+class PodmanStore(ImageStore):
+    """podman's own image storage as the image pipeline's store: build, lock, verify and ensure
+    images where podman runs and no Docker engine does."""
+
+    name = "podman"
+
+    def __init__(self, engine: PodmanEngine) -> None:
+        self.engine = engine
+
+    def attrs(self, ref: str) -> dict[str, Any] | None:
+        return podman_attrs(self.engine, ref)
+
+    def tag(self, image_id: str, reference: str) -> None:
+        proc = self.engine.cli("tag", image_id, reference, check=False)
+        if proc.returncode != 0:
+            raise ImageError(f"podman could not tag {image_id[:19]} as {reference}: {_tail(proc.stderr)}",
+                             fix="check podman (`podman info`, `runner doctor`)")
+
+    def build(self, what: str, context: Path, *, buildargs: dict[str, str], network: bool, platform: str,
+              nocache: bool, log: Log) -> str:
+        from runner.images.podman_build import podman_build
+
+        return podman_build(self.engine, what, context, buildargs=buildargs, network=network, platform=platform,
+                            nocache=nocache, log=log)
+
+    def run(self, image: str, argv: list[str], *, network: bool = False, timeout: float = 1800,
+            environment: dict[str, str] | None = None) -> CommandResult:
+        from runner.images.podman_build import podman_run
+
+        return podman_run(self.engine, image, argv, network=network, timeout=timeout, environment=environment)
+
+    def prepare_base(self, reference: str, platform: str, workdir: Path) -> BaseImage:
+        """The base as podman holds it (nothing is pulled: `--pull=never` builds from podman's own
+        storage). Its metadata must say `platform` (podman import --arch sets it; Docker's archive
+        round trip of runner.images.platform is not needed) and `uname -m` in it must agree."""
+        from runner.engine.docker_client import normalize_arch
+        from runner.images.platform import EMULATION_FIX, BaseImage
+
+        attrs = self.attrs(reference)
+        if attrs is None:
+            raise ImageError(f"base image {reference} is not in podman's storage", field="--base", fix=BASE_FIX)
+        arch = platform.split("/", 1)[1]
+        said = f"{attrs.get('Os')}/{normalize_arch(str(attrs.get('Architecture')))}"
+        if said != platform:
+            raise ImageError(f"base image {reference} says {said} in its metadata, the build needs {platform}",
+                             field="--base", fix=f"import the base with `podman import --arch {arch}`, or pass "
+                                                 f"--base with a {platform} image")
+        result = self.run(attrs["Id"], ["uname", "-m"], timeout=300)
+        seen = normalize_arch(result.stdout.strip()) if result.exit_code == 0 else None
+        if seen != arch:
+            fix = EMULATION_FIX if arch != "amd64" and not seen else f"pass --base with a {platform} image"
+            raise ImageError(f"base image {reference} does not run here as {arch} "
+                             f"({seen or result.tail(2) or 'exec format error'})", field="--base", fix=fix)
+        return BaseImage(reference=reference, source_id=attrs["Id"], id=attrs["Id"])

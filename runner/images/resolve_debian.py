@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 
 from runner.errors import ImageError
 from runner.images.catalog import CatalogEntry
-from runner.images.containers import run_command
 from runner.images.lockfile import DebianPin
 
 if TYPE_CHECKING:
-    import docker
+    from runner.images.store import ImageStore
 
 _INST = re.compile(r"^Inst (?P<name>\S+) (?:\[\S+\] )?\((?P<version>\S+) ")
 
@@ -37,12 +36,11 @@ def parse_simulation(output: str) -> list[DebianPin]:
     return sorted(pins.values(), key=lambda p: p.package)
 
 
-def resolve_debian(client: docker.DockerClient, entry: CatalogEntry, base_id: str) -> list[DebianPin]:
+def resolve_debian(store: ImageStore, entry: CatalogEntry, base_id: str) -> list[DebianPin]:
     """Ask apt in the base which exact packages `entry.debian` brings in."""
     if not entry.debian:
         return []
-    result = run_command(client, base_id, ["sh", "-ec", _SIMULATE, "sh", *entry.debian],
-                         network="bridge", timeout=1800)
+    result = store.run(base_id, ["sh", "-ec", _SIMULATE, "sh", *entry.debian], network=True, timeout=1800)
     if result.exit_code != 0:
         raise ImageError(f"apt cannot resolve {' '.join(entry.debian)} for {entry.name}: {result.tail(3)}",
                          file=entry.catalog_path, field=f"{entry.field_prefix}.debian",

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 from runner.errors import ImageError
 from runner.images import labels as L
 from runner.images.catalog import CatalogEntry
-from runner.images.containers import run_command
-from runner.images.inspect import get_attrs
 from runner.images.lockfile import Lockfile, normalize_name, read_lockfile
+from runner.images.store import ImageStore, as_store
 
 if TYPE_CHECKING:
     import docker
@@ -91,20 +90,23 @@ def _check_labels(report: VerifyReport, labels: dict[str, str], entry: CatalogEn
         report.add(f"label {key}", got == want, detail)
 
 
-def verify_image(client: docker.DockerClient, entry: CatalogEntry) -> VerifyReport:
-    """Run every check on the image tagged for `entry`; raises ImageError only if there is no image."""
+def verify_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry) -> VerifyReport:
+    """Run every check on the image tagged for `entry` in `engine`'s storage (a Docker client or an
+    ImageStore); raises ImageError only if there is no image."""
+    store = as_store(engine)
     lock = read_lockfile(entry.lockfile, entry.name)
-    attrs = get_attrs(client, entry.tag)
+    attrs = store.attrs(entry.tag)
     if attrs is None:
-        raise ImageError(f"no image tagged {entry.tag} on this engine",
-                         fix=f"runner images build {entry.name} (or runner images import FILE)")
+        flag = "" if store.name == "docker" else f" --engine {store.name}"
+        raise ImageError(f"no image tagged {entry.tag} in {store.name}'s storage",
+                         fix=f"runner images build {entry.name}{flag} (or runner images import FILE{flag})")
     report = VerifyReport(entry, attrs["Id"])
     _check_labels(report, (attrs.get("Config") or {}).get("Labels") or {}, entry, lock)
     platform = f"{attrs.get('Os')}/{attrs.get('Architecture')}"
     report.add("platform", platform == entry.platform,
                platform if platform == entry.platform else f"{platform}, expected {entry.platform}")
 
-    freeze = run_command(client, attrs["Id"], ["python", "-m", "pip", "freeze", "--all", "--local",
+    freeze = store.run(attrs["Id"], ["python", "-m", "pip", "freeze", "--all", "--local",
                                                "--disable-pip-version-check"])
     if freeze.exit_code != 0:
         report.add("pip freeze", False, f"failed: {freeze.tail(2)}")
@@ -115,7 +117,7 @@ def verify_image(client: docker.DockerClient, entry: CatalogEntry) -> VerifyRepo
 
     if lock.debian:
         argv = ["dpkg-query", "-W", "-f", "${Package}=${Version}\\n", *(p.package for p in lock.debian)]
-        dpkg = run_command(client, attrs["Id"], argv)
+        dpkg = store.run(attrs["Id"], argv)
         found = dict(line.split("=", 1) for line in dpkg.stdout.splitlines() if "=" in line)
         expected = lock.debian_versions()
         found = {k.split(":", 1)[0]: v for k, v in found.items()}

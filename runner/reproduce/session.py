@@ -236,7 +236,7 @@ def _select_engine(choice: str, console: Console) -> Engine:
         try:
             engine.docker = connect(timeout=10)  # images are built by Docker and moved into podman
         except EngineError:
-            console.print("[yellow]no Docker engine answers: podman runs only images already in its storage[/]")
+            console.print("[yellow]no Docker engine answers: podman builds and keeps the images in its own storage[/]")
         return engine
     try:
         client = connect(timeout=10)
@@ -279,11 +279,11 @@ def _resolve_images(engine: Engine, plan: Plan, opts: SessionOptions, console: C
 
     if not engine.isolated:  # the local engine: the host's own Python runs every framework, no image
         return {f.value: ImageChoice(f.value, None, None) for f in plan.experiment.frameworks}
-    if engine.name == "podman" and engine.docker is None:  # podman alone (clusters): the images it holds
-        from runner.reproduce.images import resolve_podman_images
+    if engine.name == "podman" and engine.docker is None:  # podman alone (clusters): built and kept by podman
+        from runner.images.podman_store import PodmanStore
 
-        return resolve_podman_images(engine, plan, opts.build, console,
-                                     pinned=rerun.images if rerun else None)
+        return resolve_images(PodmanStore(engine), plan, opts.build, opts.base, console,
+                              pinned=rerun.images if rerun else None)
     images = resolve_images(engine.docker, plan, opts.build, opts.base, console,
                             pinned=rerun.images if rerun else None)
     prepare = getattr(engine, "ensure_image", None)  # podman: images move from Docker

@@ -1,6 +1,6 @@
 """Images in podman's own storage (podman without Docker): podman's inspect data in Docker's shape,
 the same present / stale / missing rule, imports checked before podman sees a byte, and the
-session's choice of images (failed rows with the fix; `--build always` refused).
+session's choice of images (failed rows with the fix), podman's build and run command lines.
 
 podman here is a stand-in that answers `image exists`, `image inspect` and `load` like podman 4
 (the real one: tests/reproduce/test_podman_alone.py and test_podman_rootless_reproduce.py)."""
@@ -20,8 +20,8 @@ from runner.errors import ImageError, UsageError
 from runner.images import labels as L
 from runner.images.catalog import load_catalog
 from runner.images.lockfile import read_lockfile
-from runner.images.podman_store import import_into_podman, podman_attrs, podman_image_state, usable_image
-from runner.reproduce.images import resolve_podman_images
+from runner.images.podman_store import PodmanStore, import_into_podman, podman_attrs, podman_image_state
+from runner.reproduce.images import resolve_images
 
 ENTRY = load_catalog().for_run("pytorch", "cpu")
 IMAGE_ID = "sha256:" + "ab" * 32
@@ -74,18 +74,20 @@ def test_podmans_inspect_is_put_in_dockers_shape():
 def test_the_same_rule_as_dockers_images():
     good = FakePodman({ENTRY.tag: _doc(_labels())})
     assert podman_image_state(good, ENTRY).status == "present"
-    assert usable_image(good, ENTRY) == IMAGE_ID
     stale = FakePodman({ENTRY.tag: _doc(_labels(**{L.LOCK_SHA256: "0" * 64}), arch="ppc64le")})
     state = podman_image_state(stale, ENTRY)
     assert state.status == "stale" and "the lockfile changed since the build" in state.reasons
     assert any("linux/ppc64le" in r for r in state.reasons)
+    from runner.images.build import ensure_image
+
     with pytest.raises(ImageError) as e:
-        usable_image(stale, ENTRY)
+        ensure_image(PodmanStore(stale), ENTRY, "never")
     line = e.value.describe()
-    assert f"image {ENTRY.tag} is stale (podman alone, no Docker engine to build it)" in line
-    assert "runner images import FILE --engine podman" in line and len(line.splitlines()) == 1
-    with pytest.raises(ImageError, match="is missing .*not in podman's storage"):
-        usable_image(FakePodman(), ENTRY)
+    assert f"image {ENTRY.tag} is stale: " in line and len(line.splitlines()) == 1
+    assert f"runner images build {ENTRY.name} --engine podman" in line
+    assert "runner images import FILE --engine podman" in line
+    with pytest.raises(ImageError, match="is missing: not on this engine"):
+        ensure_image(PodmanStore(FakePodman()), ENTRY, "never")
 
 
 def _plan(*frameworks: str) -> SimpleNamespace:
@@ -98,21 +100,29 @@ def test_the_session_runs_what_podman_holds_and_fails_the_rest_as_rows():
 
     podman = FakePodman({ENTRY.tag: _doc(_labels())})
     console = Console(file=io.StringIO(), width=1000)
-    choices = resolve_podman_images(podman, _plan("pytorch", "tensorflow"), "missing", console)
+    store = PodmanStore(podman)
+    choices = resolve_images(store, _plan("pytorch", "tensorflow"), "never", None, console)
     assert choices["pytorch"].image_id == IMAGE_ID and choices["pytorch"].error is None
     tf = choices["tensorflow"]
     assert tf.image_id is None and "tensorflow-cpu" in tf.error and "is missing" in tf.error
     assert "its runs will be failed rows" in console.file.getvalue()
     recorded = "sha256:" + "ef" * 32  # a bundle's recorded image, which podman holds: used as is
     podman.images[recorded] = _doc(_labels())
-    again = resolve_podman_images(podman, _plan("pytorch"), "never", console, pinned={"pytorch": recorded})
+    again = resolve_images(store, _plan("pytorch"), "never", None, console, pinned={"pytorch": recorded})
     assert again["pytorch"].image_id == recorded
 
 
-def test_build_always_is_refused_where_nothing_builds():
-    with pytest.raises(UsageError) as e:
-        resolve_podman_images(FakePodman(), _plan("pytorch"), "always", None)
-    assert e.value.field == "--build" and "needs a Docker engine" in e.value.describe()
+@pytest.mark.parametrize("policy", ["missing", "always"])
+def test_a_build_with_no_base_in_podmans_storage_is_a_failed_row_naming_the_fix(policy):
+    from rich.console import Console
+
+    podman = FakePodman({ENTRY.tag: _doc(_labels(**{L.LOCK_SHA256: "0" * 64}))})  # stale: rebuilt
+    choices = resolve_images(PodmanStore(podman), _plan("pytorch"), policy, "local/debian:bookworm",
+                             Console(file=io.StringIO()))
+    error = choices["pytorch"].error
+    assert choices["pytorch"].image_id is None
+    assert "base image local/debian:bookworm is not in podman's storage" in error and "podman load" in error
+    assert not any(c[:1] == ("build",) for c in podman.calls)  # podman was never asked to build
 
 
 def _bad_archive(path: Path) -> Path:
