@@ -69,6 +69,10 @@ log "base image local/debian:bookworm $(docker image inspect -f '{{.Id}}' local/
 id -u runner-rootless >/dev/null 2>&1 || useradd --create-home runner-rootless
 grep -q '^runner-rootless:' /etc/subuid || usermod --add-subuids 1065536-1131071 runner-rootless
 grep -q '^runner-rootless:' /etc/subgid || usermod --add-subgids 1065536-1131071 runner-rootless
+# Rootless podman's network for RUN steps that need one (apt in the system layer of a rootless
+# build) is slirp4netns, which opens /dev/net/tun as the user: 0666 is its mode on a stock Debian,
+# this machine's devtmpfs has it 0600 ("open /dev/net/tun: Permission denied").
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then chmod 0666 /dev/net/tun; fi
 log "rootless podman user runner-rootless (uid $(id -u runner-rootless), $(grep '^runner-rootless:' /etc/subuid))"
 
 log "one-node Slurm cluster (slurm-wlm + munge)"
