@@ -1,12 +1,13 @@
 """Hermetic builds: `runner images build` and `ensure_image`, the call the reproduce command makes.
 
-A build has two engine builds (the SDK's classic builder; engine 20.10 has no BuildKit here):
+A build has two engine builds, by the ImageStore it is given (runner.images.store: Docker's
+classic builder through the SDK, engine 20.10 has no BuildKit here; or `podman build`):
 1. the system layer (images/system/Dockerfile): base + pinned Debian packages, network ON
    (apt reaches Debian's archive), tagged runner/system:<hash of its inputs> so the engine's
    cache and later builds find it;
 2. the framework layer (images/<framework>/Dockerfile): the locked wheels, hash-checked on the
    host, go in the build context and pip installs them with `--no-index --require-hashes`,
-   network OFF (`network_mode="none"`).
+   network OFF (Docker's `network_mode="none"`, podman's `--network none`).
 The result is tagged runner/<name>:<version> only after the build succeeded and its platform
 was checked, so a failed build leaves nothing tagged (its cached layers stay, untagged).
 """

@@ -1,5 +1,6 @@
 """Framework images in podman's own storage, where podman runs and no Docker engine answers (the
-cluster case: Docker not allowed, images carried over as `runner images export` archives).
+cluster case: Docker not allowed). They are built there (PodmanStore, the image pipeline's store:
+runner.images.store) or carried over as `runner images export` archives.
 
 Found by the catalog's tag and judged against the catalog and lockfile by the same rule as Docker's
 images (runner.images.inspect.state_of); loaded after the same checks as a Docker import

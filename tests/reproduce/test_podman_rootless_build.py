@@ -11,12 +11,10 @@ reproduce with `--build never`. Its host side runs as in test_podman_rootless_re
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +26,8 @@ from runner.images.catalog import load_catalog
 from runner.images.lockfile import read_lockfile
 from runner.images.paths import default_cache_dir
 from tests.helpers import REPO
-from tests.reproduce.test_podman_rootless import USER, _as_user, _ensure_user
-from tests.reproduce.test_podman_rootless_reproduce import HOST_DEPENDENCIES, SPEC, _copy_distributions
+from tests.reproduce.test_podman_rootless import USER, _as_user
+from tests.reproduce.test_podman_rootless_reproduce import user_workdir
 
 pytestmark = [pytest.mark.podman, pytest.mark.docker, pytest.mark.slow]
 
@@ -56,20 +54,9 @@ def _hand_over_wheels(dest: Path) -> None:
 @pytest.fixture(scope="module")
 def rootless_build(cpu_images) -> Iterator[dict]:
     """cpu_images: Docker's pytorch-cpu build filled the host's wheel cache (and proves the base builds)."""
-    if os.geteuid() != 0:
-        pytest.skip("runs runner as another user: needs root (runuser)")
-    system = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
-                            capture_output=True, text=True).stdout.strip()
-    if system != str(sys.version_info[:2]):
-        pytest.skip(f"the system python3 is {system or 'missing'}, the test's Python {sys.version_info[:2]}")
-    _ensure_user()
+    work = user_workdir("runner-rootless-build-")
     user = pwd.getpwnam(USER)
-    work = Path(tempfile.mkdtemp(prefix="runner-rootless-build-"))
     try:
-        for part in ("runner", "images"):
-            shutil.copytree(REPO / part, work / "code" / part, ignore=shutil.ignore_patterns("__pycache__"))
-        _copy_distributions(work / "site", HOST_DEPENDENCIES)
-        shutil.copyfile(SPEC, work / "spec.yaml")
         _hand_over_wheels(work / "cache" / "runner" / "images" / "wheels")
         base_archive = work / "base.tar"
         subprocess.run(["docker", "save", "--output", str(base_archive), LOCAL_BASE], check=True, timeout=600)

@@ -80,8 +80,9 @@ def _as_user_run(work: Path, *argv: str, timeout: int = 900) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def rootless_run(cpu_images) -> Iterator[dict]:
+def user_workdir(prefix: str) -> Path:
+    """A folder for the rootless user's runner: code/ (runner/ and images/ of the checkout), site/
+    (the host side's dependencies), spec.yaml. Skips where runner cannot run as another user."""
     if os.geteuid() != 0:
         pytest.skip("runs runner as another user: needs root (runuser)")
     system = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
@@ -89,13 +90,19 @@ def rootless_run(cpu_images) -> Iterator[dict]:
     if system != str(sys.version_info[:2]):  # the copied packages hold compiled modules for this Python
         pytest.skip(f"the system python3 is {system or 'missing'}, the test's Python {sys.version_info[:2]}")
     _ensure_user()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    for part in ("runner", "images"):  # the package and the image catalog with its lockfiles (a checkout)
+        shutil.copytree(REPO / part, work / "code" / part, ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_distributions(work / "site", HOST_DEPENDENCIES)
+    shutil.copyfile(SPEC, work / "spec.yaml")
+    return work
+
+
+@pytest.fixture(scope="module")
+def rootless_run(cpu_images) -> Iterator[dict]:
+    work = user_workdir("runner-rootless-reproduce-")
     user = pwd.getpwnam(USER)
-    work = Path(tempfile.mkdtemp(prefix="runner-rootless-reproduce-"))
     try:
-        for part in ("runner", "images"):  # the package and the image catalog with its lockfiles (a checkout)
-            shutil.copytree(REPO / part, work / "code" / part, ignore=shutil.ignore_patterns("__pycache__"))
-        _copy_distributions(work / "site", HOST_DEPENDENCIES)
-        shutil.copyfile(SPEC, work / "spec.yaml")
         archive = work / "pytorch-cpu.tar"
         export = subprocess.run([sys.executable, "-m", "runner.cli", "images", "export", "pytorch-cpu", "--out",
                                  str(archive)], cwd=REPO, capture_output=True, text=True, timeout=900)
