@@ -44,6 +44,11 @@ _GPU_CLOCK_KEYS = ("max_clocks_mhz", "application_clocks_mhz", "power_limit_w", 
                    "enforced_power_limit_w", "power_limit_range_w", "pcie")
 _GPU_MODEL_KEYS = ("name", "compute_capability", "memory_total_bytes", "vbios_version", "ecc", "mig",
                    "persistence_mode", "compute_mode")
+# What an image was built from and by: equal lockfile, recipe, catalog entry and base with unequal
+# IDs means another builder (Docker's classic builder vs podman's buildah) or another checkout.
+_RECIPE_LABELS = {"lock_sha256": "io.runner.lock_sha256", "recipe_sha256": "io.runner.recipe_sha256",
+                  "catalog_entry": "io.runner.catalog_entry", "base_id": "io.runner.base_id",
+                  "builder": "io.runner.builder", "revision": "org.opencontainers.image.revision"}
 _LONG_TEXT = ("config", "parallel")  # build descriptions: compared through their parsed fields instead
 
 
@@ -126,6 +131,10 @@ def _per_framework(facts: BundleFacts) -> dict[str, dict[str, dict[str, Any]]]:
         for key in ("name", "repo_tags", "repo_digests", "architecture", "os", "variant"):
             if key in image:
                 out["image"][f"{fw}.image.{key}"] = image[key]
+        labels = image.get("labels") if isinstance(image.get("labels"), dict) else {}
+        for key, label in _RECIPE_LABELS.items():  # two IDs, one recipe? these say (docs/images.md)
+            if label in labels:
+                out["image"][f"{fw}.image.{key}"] = labels[label]
         if "numpy" in rec:
             out["framework"][f"{fw}.numpy"] = rec.get("numpy")
         build = rec.get("build") if isinstance(rec.get("build"), dict) else {}

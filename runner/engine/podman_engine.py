@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -388,15 +389,16 @@ class PodmanEngine:
             raise limit_refusal(limit, getattr(launch.limits, limit), host)
         name = f"runner-{launch.run_id}-{uuid.uuid4().hex[:8]}"
         give_output_to_container(launch)
-        args = ["run", "--detach", "--name", name, *sandbox_options(launch, host),
+        args = ["run", "--detach", "--name", name, "--pull", "never", *sandbox_options(launch, host),
                 "--entrypoint", launch.argv[0], launch.image, *launch.argv[1:]]
         proc = self.cli(*args, check=False)
         if proc.returncode != 0:
             self.cli("rm", "--force", name, check=False)  # created, never started: leave nothing behind
             err = proc.stderr or proc.stdout
             if "image not known" in err or "no such image" in err.lower():
-                raise EngineError(f"image {launch.image} is not in podman's storage",
-                                  fix="let `runner reproduce --engine podman` move it from Docker, or podman load it")
+                raise EngineError(f"image {launch.image} is not in podman's storage on {socket.gethostname()}",
+                                  fix="let `runner reproduce --engine podman` move it from Docker or build it "
+                                      "there, or `runner images import FILE --engine podman` on that node")
             raise EngineError(f"starting the container of run {launch.run_id} failed: {_tail(err)}",
                               fix="check podman (`podman info`, `runner doctor`)")
         try:

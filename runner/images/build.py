@@ -165,7 +165,7 @@ def build_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry, *
 
     context = _fresh_context(cache, entry.name)
     try:
-        labels = image_labels(entry, lock, base_image)
+        labels = image_labels(entry, lock, base_image, builder=store.builder())
         (context / "Dockerfile").write_text(entry.dockerfile.read_text() + label_instruction(labels))
         shutil.copyfile(entry.lockfile, context / "lock.txt")
         (context / "wheelhouse").mkdir()

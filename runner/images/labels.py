@@ -23,6 +23,7 @@ LOCK_SHA256 = PREFIX + "lock_sha256"
 CATALOG_ENTRY = PREFIX + "catalog_entry"
 RECIPE_SHA256 = PREFIX + "recipe_sha256"
 BASE_ID_LABEL = PREFIX + "base_id"  # the engine's ID of the base the image was built on
+BUILDER_LABEL = PREFIX + "builder"  # "docker 20.10.24" / "podman 4.3.1": who built it (its ID depends on that)
 SYSTEM_DOCKERFILE = "system/Dockerfile"
 
 
@@ -67,8 +68,8 @@ def identity_labels(entry: CatalogEntry, lock: Lockfile) -> dict[str, str]:
     }
 
 
-def image_labels(entry: CatalogEntry, lock: Lockfile, base: BaseImage) -> dict[str, str]:
-    """All labels of a build of `entry` from `lock` on `base`."""
+def image_labels(entry: CatalogEntry, lock: Lockfile, base: BaseImage, builder: str | None = None) -> dict[str, str]:
+    """All labels of a build of `entry` from `lock` on `base` (by `builder`, when said)."""
     repo = entry.catalog_path.parent
     labels = {
         "org.opencontainers.image.title": f"runner {entry.name}",
@@ -80,6 +81,8 @@ def image_labels(entry: CatalogEntry, lock: Lockfile, base: BaseImage) -> dict[s
         PREFIX + "python": entry.python,
         BASE_ID_LABEL: base.source_id,
     }
+    if builder:
+        labels[BUILDER_LABEL] = builder
     url = source_url(repo)
     if url:
         labels["org.opencontainers.image.source"] = url

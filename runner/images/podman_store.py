@@ -111,6 +111,9 @@ class PodmanStore(ImageStore):
     def __init__(self, engine: PodmanEngine) -> None:
         self.engine = engine
 
+    def builder(self) -> str:
+        return f"podman {self.engine.version().get('Version', 'unknown')}"
+
     def attrs(self, ref: str) -> dict[str, Any] | None:
         return podman_attrs(self.engine, ref)
 

@@ -32,6 +32,11 @@ class ImageStore(ABC):
     name: str  # "docker" or "podman": said in messages and fixes
 
     @abstractmethod
+    def builder(self) -> str:
+        """Who builds here, with its version ("docker 20.10.24", "podman 4.3.1"): an image's ID
+        depends on its builder, so the images record it (label io.runner.builder)."""
+
+    @abstractmethod
     def attrs(self, ref: str) -> dict[str, Any] | None:
         """Inspect data in Docker's shape (`Id` with its sha256: prefix), or None: no such image."""
 
@@ -61,6 +66,12 @@ class DockerStore(ImageStore):
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
+
+    def builder(self) -> str:
+        from runner.engine.docker_client import api_errors
+
+        with api_errors("asking the engine its version"):
+            return f"docker {self.client.version().get('Version', 'unknown')}"
 
     def attrs(self, ref: str) -> dict[str, Any] | None:
         from runner.images.inspect import get_attrs

@@ -150,3 +150,27 @@ def test_diff_reads_environment_documents_bounded(tmp_path, cli, monkeypatch, ca
     out = cli("bundle", "diff", a, b)
     assert out.code == 2, out.err
     assert len(out.err.strip().splitlines()) == 1 and "host.json" in out.err and "Traceback" not in out.err
+
+
+def test_two_builds_of_one_lockfile_say_so(tmp_path):
+    """Docker's and podman's builds of one lockfile have different IDs: the diff shows the builder
+    differs and the lockfile, recipe, catalog entry and base do not."""
+    from tests.audit.synth import environment
+
+    recipe = {"io.runner.lock_sha256": "1" * 64, "io.runner.recipe_sha256": "2" * 64,
+              "io.runner.catalog_entry": "3" * 64, "io.runner.base_id": "sha256:" + "4" * 64,
+              "org.opencontainers.image.revision": "5" * 40}
+
+    def env(image_id: str, builder: str) -> dict:
+        doc = environment(IMAGE_IDS | {"pytorch": image_id})
+        doc["images/pytorch-cpu"]["image"]["labels"] = recipe | {"io.runner.builder": builder}
+        return doc
+
+    a = make_bundle(tmp_path / "a", spec=SMALL, env=env(IMAGE_IDS["pytorch"], "docker 20.10.24"))
+    b = make_bundle(tmp_path / "b", spec=SMALL, image_ids=IMAGE_IDS | {"pytorch": NEW_TORCH},
+                    env=env(NEW_TORCH, "podman 4.3.1"))
+    fields = {i.field: i for i in provenance_diff(a, b) if i.group == "image"}
+    assert (fields["pytorch.image.builder"].a, fields["pytorch.image.builder"].b) == ("docker 20.10.24", "podman 4.3.1")
+    assert "pytorch.image_id" in fields
+    assert not {"pytorch.image.lock_sha256", "pytorch.image.recipe_sha256", "pytorch.image.catalog_entry",
+                "pytorch.image.base_id", "pytorch.image.revision"} & set(fields)

@@ -56,6 +56,7 @@ def test_fresh_images_verify_and_carry_their_labels(client, cpu_images):
         assert fp["labels"]["io.runner.framework"] == catalog.get(name).framework
         assert fp["labels"]["org.opencontainers.image.version"] == catalog.get(name).framework_version
         assert "org.opencontainers.image.created" not in fp["labels"]
+        assert fp["labels"]["io.runner.builder"] == f"docker {client.version()['Version']}"
         assert len(fp["labels"]["org.opencontainers.image.revision"]) in (40, 7)  # a commit, or "unknown"
         assert f"runner/{name}:" in fp["repo_tags"][0]
 

@@ -80,6 +80,7 @@ def test_podman_builds_the_image_with_no_docker_engine(built):
     labels = attrs["Config"]["Labels"]
     assert labels["io.runner.base_id"] == built["base_id"]  # built on the base carried over, by its ID
     assert "io.buildah.version" in labels  # podman's builder made it, not Docker
+    assert labels["io.runner.builder"].startswith("podman 4.")
     assert (attrs["Os"], attrs["Architecture"]) == ("linux", "amd64")
     assert state_of(load_catalog().get("pytorch-cpu"), attrs).status == "present"
     listed = _runner("images", "list", "--engine", "podman", "--json")
