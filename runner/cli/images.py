@@ -199,7 +199,8 @@ def verify(name: NameArg, catalog: CatalogOpt = None, as_json: JsonFlag = False,
     from runner.images.verify import verify_image
 
     entry = load_catalog(catalog).get(name)
-    report = verify_image(_store(engine), entry)
+    store = _store(engine)
+    report = verify_image(store, entry)
     if as_json:
         typer.echo(json.dumps({"name": name, "image_id": report.image_id, "ok": report.ok,
                                "checks": [c.__dict__ for c in report.checks]}, indent=2))
@@ -216,8 +217,7 @@ def verify(name: NameArg, catalog: CatalogOpt = None, as_json: JsonFlag = False,
     if not report.ok:
         first = report.failures[0]
         raise CheckFailed(f"{len(report.failures)} check(s) failed, first: {first.name}: {first.detail}",
-                          field=name, fix=f"rebuild it: runner images build {name}"
-                                          f"{' --engine podman' if engine is StoreChoice.podman else ''}")
+                          field=name, fix=f"rebuild it: runner images build {name}{store.engine_flag}")
 
 
 @app.command("export")

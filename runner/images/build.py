@@ -225,7 +225,7 @@ def ensure_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry, 
             return state.image_id
         if policy == "never":
             why = "; ".join(state.reasons) or "not on this engine"
-            flag = "" if store.name == "docker" else f" --engine {store.name}"
+            flag = store.engine_flag
             raise ImageError(f"image {entry.tag} is {state.status}: {why}",
                              fix=f"runner images build {entry.name}{flag} (or runner images import FILE{flag})")
     return build_image(store, entry, base=base, cache_dir=cache_dir, log=log)

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from runner.images.platform import BaseImage
 
 LOAD_TIMEOUT_S = 1800  # a CUDA image is several GB; vfs storage (rootless, no fuse-overlayfs) copies every layer
-LOAD_FIX = "`runner images build NAME --engine podman`, or carry it over: `runner images export NAME --out FILE` " \
-           "where it was built, then `runner images import FILE --engine podman` here"
 BASE_FIX = ("put a base in podman's storage and pass it with --base: `docker save local/debian:bookworm | podman load` "
             "where Docker runs, or debootstrap + `podman import --arch ARCH - local/debian:bookworm` (docs/images.md)")
 

@@ -31,6 +31,12 @@ class ImageStore(ABC):
 
     name: str  # "docker" or "podman": said in messages and fixes
 
+    @property
+    def engine_flag(self) -> str:
+        """What a `runner images` command needs to reach this store: "" (Docker, the default) or
+        " --engine podman"."""
+        return "" if self.name == "docker" else f" --engine {self.name}"
+
     @abstractmethod
     def builder(self) -> str:
         """Who builds here, with its version ("docker 20.10.24", "podman 4.3.1"): an image's ID

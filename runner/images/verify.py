@@ -97,7 +97,7 @@ def verify_image(engine: ImageStore | docker.DockerClient, entry: CatalogEntry) 
     lock = read_lockfile(entry.lockfile, entry.name)
     attrs = store.attrs(entry.tag)
     if attrs is None:
-        flag = "" if store.name == "docker" else f" --engine {store.name}"
+        flag = store.engine_flag
         raise ImageError(f"no image tagged {entry.tag} in {store.name}'s storage",
                          fix=f"runner images build {entry.name}{flag} (or runner images import FILE{flag})")
     report = VerifyReport(entry, attrs["Id"])

@@ -14,20 +14,17 @@ import json
 import pwd
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from runner.images.catalog import load_catalog
 from runner.images.lockfile import read_lockfile
 from runner.images.paths import default_cache_dir
-from tests.helpers import REPO
 from tests.reproduce.test_podman_rootless import USER, _as_user
-from tests.reproduce.test_podman_rootless_reproduce import user_workdir
+from tests.reproduce.test_podman_rootless_reproduce import user_bundle_run, user_workdir
 
 pytestmark = [pytest.mark.podman, pytest.mark.docker, pytest.mark.slow]
 
@@ -98,12 +95,7 @@ def test_the_user_reproduces_with_its_own_build(rootless_build):
     proc = rootless_build["reproduce"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     built_id = rootless_build["build"].stdout.split("built pytorch-cpu: ", 1)[1].split()[0]
-    work, user = rootless_build["work"], rootless_build["user"]
-    (bundle,) = [p for p in (work / "results" / "one-run").iterdir() if not p.name.endswith(".partial")]
-    verify = subprocess.run([sys.executable, "-m", "runner.cli", "bundle", "verify", str(bundle)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    (run,) = pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()
-    assert run["status"] == "ok", run["failure_reason"]
+    user = rootless_build["user"]
+    bundle, run = user_bundle_run(rootless_build["work"])
     assert run["image_id"] == built_id and run["engine"] == "podman"
     assert {p.stat().st_uid for p in [bundle, *bundle.rglob("*")]} == {user.pw_uid}

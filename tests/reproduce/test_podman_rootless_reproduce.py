@@ -127,6 +127,17 @@ def rootless_run(cpu_images) -> Iterator[dict]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def user_bundle_run(work: Path) -> tuple[Path, dict]:
+    """The user's one-run bundle, verified by `runner bundle verify`, and its one run's row."""
+    (bundle,) = [p for p in (work / "results" / "one-run").iterdir() if not p.name.endswith(".partial")]
+    verify = subprocess.run([sys.executable, "-m", "runner.cli", "bundle", "verify", str(bundle)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    (run,) = pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()
+    assert run["status"] == "ok", run["failure_reason"]
+    return bundle, run
+
+
 def test_the_user_imports_the_image_into_its_own_podman(rootless_run):
     proc = rootless_run["import"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -138,13 +149,8 @@ def test_a_whole_reproduce_as_the_user(rootless_run):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "no Docker engine answers" in out  # the user cannot reach root's Docker
-    work, user = rootless_run["work"], rootless_run["user"]
-    (bundle,) = [p for p in (work / "results" / "one-run").iterdir() if not p.name.endswith(".partial")]
-    verify = subprocess.run([sys.executable, "-m", "runner.cli", "bundle", "verify", str(bundle)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    (run,) = pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()
-    assert run["status"] == "ok", run["failure_reason"]
+    user = rootless_run["user"]
+    bundle, run = user_bundle_run(rootless_run["work"])
     assert run["image_id"] == rootless_run["ids"]["pytorch"] and run["engine"] == "podman"
     engine = (bundle / "environment" / "engine.json").read_text()
     assert re.search(r'"rootless": true', engine) and "the host user (--userns=keep-id)" in engine
