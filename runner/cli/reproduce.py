@@ -46,6 +46,9 @@ AccountOpt = Annotated[str | None, typer.Option("--account", help="Slurm: sbatch
 QosOpt = Annotated[str | None, typer.Option("--qos", help="Slurm: sbatch --qos (execution.qos).")]
 MaxParallelOpt = Annotated[int | None, typer.Option(
     "--max-parallel", help="Slurm: at most this many jobs at once (execution.max_parallel).")]
+ShipImagesOpt = Annotated[bool | None, typer.Option(
+    "--ship-images/--no-ship-images", show_default=False,
+    help="Slurm: nodes that lack an image load it from an archive in --cache (execution.ship_images).")]
 BuildOpt = Annotated[BuildPolicy, typer.Option("--build", help="Build images when missing, always, or never.")]
 CacheOpt = Annotated[Path, typer.Option("--cache", help="Cache for prepared datasets and wheels.")]
 NoRedact = Annotated[bool, typer.Option("--no-redact", help="Keep host names, user names and GPU serials.")]
@@ -96,6 +99,7 @@ def reproduce(
     account: AccountOpt = None,
     qos: QosOpt = None,
     max_parallel: MaxParallelOpt = None,
+    ship_images: ShipImagesOpt = None,
 ) -> None:
     """Run every run of a spec in its pinned image and write a result bundle; or rerun a bundle
     exactly and report, per run and metric, whether it reproduced (exit 1 if not)."""
@@ -104,7 +108,7 @@ def reproduce(
 
     flags = ExecutionFlags(executor=None if executor is ExecutorChoice.spec else executor.value,
                            partition=partition, time=time, gres=gres, account=account, qos=qos,
-                           max_parallel=max_parallel)
+                           max_parallel=max_parallel, ship_images=ship_images)
     opts = _options(data_root, results, cache, engine, build, resume, no_redact, base, flags)
     if is_bundle(target):
         from runner.reproduce.rerun import reproduce_bundle

@@ -135,6 +135,9 @@ class Launch:
     devices: tuple[int, ...] = ()
     limits: Limits = Limits()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Where a node that lacks `image` loads it from (execution.ship_images: a docker-archive on the
+    # shared filesystem, runner/executor/image_ship.py); None: the node must already hold it.
+    image_archive: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (for a Slurm job's launch file)."""
@@ -142,7 +145,7 @@ class Launch:
                 "env": dict(self.env), "out_dir": str(self.out_dir), "image": self.image, "workdir": self.workdir,
                 "mounts": [{"source": str(m.source), "target": m.target, "read_only": m.read_only}
                            for m in self.mounts],
-                "devices": list(self.devices), "labels": dict(self.labels),
+                "devices": list(self.devices), "labels": dict(self.labels), "image_archive": self.image_archive,
                 "limits": {k: getattr(self.limits, k) for k in Limits.__dataclass_fields__}}
 
     @classmethod
@@ -153,7 +156,8 @@ class Launch:
                    out_dir=Path(d["out_dir"]), image=d.get("image"), workdir=str(d.get("workdir", "/tmp")),
                    devices=tuple(int(i) for i in d.get("devices", ())),
                    limits=Limits(**d.get("limits", {})),
-                   labels={str(k): str(v) for k, v in d.get("labels", {}).items()})
+                   labels={str(k): str(v) for k, v in d.get("labels", {}).items()},
+                   image_archive=str(d["image_archive"]) if d.get("image_archive") else None)
 
 
 @dataclass

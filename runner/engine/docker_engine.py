@@ -179,6 +179,22 @@ class DockerEngine:
     def remove_leftovers(self, bundle_id: str) -> int:
         return remove_containers(self.client, bundle_id)
 
+    def has_image(self, image_id: str) -> bool:
+        import docker.errors
+
+        with api_errors(f"looking up image {image_id[:19]}"):  # other API errors: one EngineError line
+            try:
+                self.client.images.get(image_id)
+            except docker.errors.ImageNotFound:
+                return False
+        return True
+
+    def load_archive(self, path: Path, expect_id: str) -> str:
+        """Load a docker-archive tarball after checking it (runner.images.archive); the loaded ID."""
+        from runner.images.archive import import_image
+
+        return import_image(self.client, path, expect_id).image_id
+
     def launch(self, request: RunRequest) -> Launch:
         return container_launch(request, self.name)
 

@@ -418,6 +418,12 @@ class PodmanEngine:
     def has_image(self, image_id: str) -> bool:
         return self.cli("image", "exists", image_id, check=False).returncode == 0
 
+    def load_archive(self, path: Path, expect_id: str) -> str:
+        """`podman load` of a checked docker-archive tarball (runner.images.podman_store); the loaded ID."""
+        from runner.images.podman_store import import_into_podman
+
+        return import_into_podman(self, path, expect_id).image_id
+
     def image_id(self, image: str) -> str:
         out = self.cli("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
         return out if out.startswith("sha256:") else f"sha256:{out}"

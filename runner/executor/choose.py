@@ -25,6 +25,7 @@ class ExecutionFlags:
     account: str | None = None
     qos: str | None = None
     max_parallel: int | None = None
+    ship_images: bool | None = None
 
     def apply(self, execution: Any, engine: str | None = None) -> Any:
         """The spec's Execution with these flags (and the CLI's engine, unless `spec`) over it."""

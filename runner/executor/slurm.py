@@ -252,6 +252,11 @@ class SlurmExecutor:
                 facts[key.strip()] = value.strip()
         return {"version": version, "config": facts}
 
+    @property
+    def ships_images(self) -> bool:
+        """execution.ship_images: the session writes image archives the nodes load (image_ship.py)."""
+        return self.settings.ship_images
+
     def describe(self) -> dict[str, Any]:
         return {"kind": "slurm", "partition": self.partition, "sbatch": self.settings.describe(), **self.facts,
                 "arrays": "one sbatch --array per resource shape", "node_side": "python -m runner.executor.slurm_node",

@@ -21,6 +21,9 @@ from runner.engine.base import Launch
 # the run's own limit (enforced inside the job, from the run's start) plus this much for the
 # container's start, the node-side Python and the outcome file.
 TIME_MARGIN_S = 120
+# ... and, with ship_images, this much more: a node that lacks the image loads its archive first
+# (checked and loaded: about 30 s a GB here; the run's own limit starts after it).
+SHIP_MARGIN_S = 300
 JOB_NAME_PREFIX = "runner-"
 T = TypeVar("T")
 
@@ -35,12 +38,14 @@ class SlurmSettings:
     account: str | None = None
     qos: str | None = None
     max_parallel: int | None = None
+    ship_images: bool = False  # nodes load images from archives on the shared filesystem (image_ship.py)
     hold: bool = False  # submit held (sbatch --hold): the submission benchmark only
 
     @classmethod
     def from_execution(cls, execution: Any) -> SlurmSettings:
         return cls(partition=execution.partition, time=execution.time, gres=execution.gres,
-                   account=execution.account, qos=execution.qos, max_parallel=execution.max_parallel)
+                   account=execution.account, qos=execution.qos, max_parallel=execution.max_parallel,
+                   ship_images=execution.ship_images)
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and k != "hold"}
@@ -94,7 +99,7 @@ def job_time(settings: SlurmSettings, shape: JobShape) -> str | None:
     if settings.time is not None:
         return settings.time
     if shape.time_s is not None:
-        return slurm_minutes(shape.time_s + TIME_MARGIN_S)
+        return slurm_minutes(shape.time_s + TIME_MARGIN_S + (SHIP_MARGIN_S if settings.ship_images else 0))
     return None  # the partition's default
 
 

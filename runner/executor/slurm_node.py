@@ -5,10 +5,12 @@ Array task TASK reads line TASK of INDEX (a run folder), loads the engine's Laun
 submitting machine: the engine starts it, the run's time limit is enforced from its start (queue
 time is not run time), telemetry is sampled beside it, and the outcome (exit, reason, wall time,
 this node's fingerprint with the job's Slurm facts, telemetry) is written atomically to
-`outcome.json`, the run's log to `run.log`. SIGTERM (scancel, Slurm's time limit, preemption)
-stops the run within the engine's grace period, shorter than Slurm's KillWait, so a container
-is never left running after its job. Exit status: 0 when the run succeeded, 1 when it failed
-(so `squeue`/`sacct` say FAILED too), 2 when the task itself could not be read.
+`outcome.json`, the run's log to `run.log`. With `execution.ship_images` a node that lacks the
+run's image first loads it from the archive the launch names (runner/executor/image_ship.py).
+SIGTERM (scancel, Slurm's time limit, preemption) stops the run within the engine's grace
+period, shorter than Slurm's KillWait, so a container is never left running after its job.
+Exit status: 0 when the run succeeded, 1 when it failed (so `squeue`/`sacct` say FAILED too), 2
+when the task itself could not be read.
 
 Host-side code (the `runner` package of the submitting machine, on the shared filesystem);
 it never imports a framework.
@@ -100,6 +102,17 @@ def run_here(launch: Launch, telemetry_hz: float) -> RunOutcome:
         engine = node_engine(launch.engine)
     except Exception as e:  # noqa: BLE001 - no engine on this node: a failed outcome, said
         return host_failure("the node has no engine for the run", e, started)
+    image: dict[str, Any] | None = None
+    if launch.image is not None and launch.image_archive is not None:  # execution.ship_images
+        from runner.executor.image_ship import deliver
+
+        try:
+            image = deliver(engine, launch.image, Path(launch.image_archive))
+        except Exception as e:  # noqa: BLE001 - an archive that cannot give the image: a failed run, said
+            failed = host_failure("the node could not load the run's image from its archive", e, started)
+            archive = Path(launch.image_archive).name
+            failed.node = {"image": {"id": launch.image, "source": "archive", "archive": archive}}
+            return failed
 
     def sampler(_launch: Launch, target: object, eng: Any) -> TelemetrySampler:
         import psutil
@@ -123,7 +136,10 @@ def run_here(launch: Launch, telemetry_hz: float) -> RunOutcome:
         except Terminated:
             job.cancel("terminated by Slurm (SIGTERM: scancel, time limit or preemption)")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finishing (bounded) is not interrupted again
-        return job.finish()
+        outcome = job.finish()
+        if image is not None:
+            outcome.node = (outcome.node or {}) | {"image": image}
+        return outcome
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -20,8 +20,11 @@ from runner.errors import EngineError, ImageError
 from runner.spec.plan import Plan
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import docker
 
+    from runner.executor.image_ship import Shipped
     from runner.images.store import ImageStore
 
 
@@ -31,6 +34,7 @@ class ImageChoice:
     name: str | None  # catalog entry; None for the local engine
     image_id: str | None
     error: str | None = None  # why this framework's runs cannot start
+    archive: Shipped | None = None  # execution.ship_images: where the nodes load it from
 
 
 def resolve_images(engine: ImageStore | docker.DockerClient | None, plan: Plan, build: str, base: str | None,
@@ -75,3 +79,41 @@ def resolve_images(engine: ImageStore | docker.DockerClient | None, plan: Plan, 
         console.print(f"image {entry.name}: {image_id[:19]}{where}")
         choices[fw] = ImageChoice(fw, entry.name, image_id)
     return choices
+
+
+def ship_images(engine: object, images: dict[str, ImageChoice], folder: Path,
+                console: Console) -> dict[str, ImageChoice]:
+    """Each resolved image written as an archive to `folder` (shared with the nodes), or reused
+    from there (runner.executor.image_ship). An image that cannot be written: its runs are failed rows."""
+    import dataclasses
+
+    from runner.errors import RunnerError
+    from runner.executor.image_ship import ship_image
+
+    docker = getattr(engine, "docker", None)
+    if docker is not None:  # Docker built it (engine docker, or podman beside Docker)
+        from runner.images.archive import export_image
+
+        def export(image_id: str, out: Path) -> object:
+            return export_image(docker, image_id, out)
+    else:  # podman alone: its own storage
+        from runner.images.podman_store import export_from_podman
+
+        def export(image_id: str, out: Path) -> object:
+            return export_from_podman(engine, image_id, out)  # type: ignore[arg-type]
+
+    shipped = dict(images)
+    for fw, choice in images.items():
+        if choice.error or choice.image_id is None:
+            continue
+        try:
+            archive = ship_image(export, choice.image_id, folder)
+        except (RunnerError, OSError) as e:
+            reason = e.describe() if isinstance(e, RunnerError) else f"writing the image archive: {e}"
+            shipped[fw] = dataclasses.replace(choice, error=f"ship_images: {reason}")
+            console.print(f"[yellow]{fw}: {shipped[fw].error}; its runs will be failed rows[/]")
+            continue
+        shipped[fw] = dataclasses.replace(choice, archive=archive)
+        console.print(f"image {choice.name}: archive for the nodes {'reused' if archive.reused else 'written'}, "
+                      f"{archive.path.name[:16]}... ({archive.size / 2**20:,.0f} MiB)")
+    return shipped

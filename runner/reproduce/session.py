@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +362,11 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
                   f"{' (synthetic)' if dataset.synthetic else ''}")
 
     images = _resolve_images(engine, plan, opts, console, rerun)
+    if getattr(executor, "ships_images", False):  # execution.ship_images: archives on the shared cache
+        from runner.executor.image_ship import ARCHIVE_FOLDER
+        from runner.reproduce.images import ship_images
+
+        images = ship_images(engine, images, (opts.cache / ARCHIVE_FOLDER).resolve(), console)
 
     from runner.bundle.writer import BundleWriter
     from runner.fingerprint.redact import Redaction
@@ -430,6 +435,8 @@ def _fingerprint(writer, engine: Engine, executor: Executor, images, dataset) ->
             continue
         info = framework_info(engine, choice.image_id, fw, code_dir)
         info["image"] = {"name": choice.name, "id": choice.image_id}
+        if choice.archive is not None:
+            info["image"]["shipped_archive"] = choice.archive.facts()
         if docker is not None and choice.image_id is not None:
             from runner.images.inspect import image_fingerprint
 
@@ -513,6 +520,8 @@ def _run_all(plan: Plan, writer, engine: Engine, executor: Executor, images, dat
             request = _request(run, writer, dataset, code_dir, choice.image_id, scratch / run.id, weights)
             try:
                 launch = engine.launch(request)
+                if choice.archive is not None:  # a node lacking the image loads it (executor/image_ship.py)
+                    launch = replace(launch, image_archive=str(choice.archive.path))
                 job = executor.submit(run.id, launch, engine.name)
             except RunnerError as e:
                 live.start_run(f"{run.id} {run.framework}", run.recipe["epochs"])

@@ -218,6 +218,8 @@ HOST_ONLY_FIELDS: dict[str, str] = {
     "execution.account": "sbatch --account of every job (environment/executor.json)",
     "execution.qos": "sbatch --qos of every job (environment/executor.json)",
     "execution.max_parallel": "the job array's %N throttle (environment/executor.json)",
+    "execution.ship_images": "the session writes image archives for the nodes (environment/executor.json; each "
+                             "run's environment.json node.image says whether its node loaded one)",
     "references[].source": "runner compare sets published numbers beside ours",
     "references[].match": "runner compare sets published numbers beside ours",
     "references[].metrics": "runner compare sets published numbers beside ours",

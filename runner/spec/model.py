@@ -416,12 +416,19 @@ class Execution(Strict):
     qos: SlurmName | None = Field(None, description="sbatch --qos")
     max_parallel: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
         None, description="at most this many of the sweep's jobs run at once (sbatch --array %N)")
+    ship_images: bool = Field(
+        False, description="carry each image to the nodes as an archive on the shared filesystem (--cache); "
+                           "a node that lacks the image loads it before its run")
 
     @model_validator(mode="after")
     def _slurm_only(self) -> Execution:
         given = [f for f in SLURM_FIELDS if getattr(self, f) is not None]
+        given += ["ship_images"] if self.ship_images else []
         if given and self.executor != "slurm":
             raise ValueError(f"`{given[0]}` applies to the Slurm executor only: add `executor: slurm` or drop it")
+        if self.ship_images and self.engine == "local":
+            raise ValueError("`ship_images` carries container images, and `engine: local` runs none: "
+                             "use engine: docker or podman, or drop ship_images")
         if self.executor == "slurm" and self.engine == "auto":
             raise ValueError("with `executor: slurm` name the engine the nodes run (`engine: docker`, "
                              "`engine: podman` or `engine: local`): `auto` would be decided on the "
