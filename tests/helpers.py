@@ -31,3 +31,16 @@ def mxnet_python() -> str:
         if os.environ.get("CI"):
             pytest.fail(f"CI must have MXNet's interpreter: {e.describe()}")
         pytest.skip(e.describe())
+
+
+def plan_with_execution(tmp_path: Path, execution: dict):
+    """tests/specs/tiny.yaml planned with `execution` in place of its own."""
+    import yaml
+
+    from runner.spec.plan import plan_file
+
+    doc = yaml.safe_load((REPO / "tests" / "specs" / "tiny.yaml").read_text())
+    doc["execution"] = execution
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return plan_file(path)

@@ -22,7 +22,8 @@ from runner.engine.base import Launch
 # container's start, the node-side Python and the outcome file.
 TIME_MARGIN_S = 120
 # ... and, with ship_images, this much more: a node that lacks the image loads its archive first
-# (checked and loaded: about 30 s a GB here; the run's own limit starts after it).
+# (checked and loaded by podman: 11 s/GiB here, benchmarks/bench_ship.py; a CUDA image of 6 GiB on
+# a slower shared disk fits; the run's own limit starts after it).
 SHIP_MARGIN_S = 300
 JOB_NAME_PREFIX = "runner-"
 T = TypeVar("T")

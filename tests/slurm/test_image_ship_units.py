@@ -15,30 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from runner.engine.base import Launch, Mount
 from runner.errors import ImageError, SpecError, UsageError
 from runner.executor.image_ship import archive_path, deliver, ship_image
 from runner.executor.slurm_batch import JobShape, SlurmSettings, job_time
 from runner.images.archive import Exported
-from tests.helpers import REPO
-
-TINY = REPO / "tests" / "specs" / "tiny.yaml"
-
-
-def _plan(tmp_path: Path, execution: dict):
-    from runner.spec.plan import plan_file
-
-    doc = yaml.safe_load(TINY.read_text())
-    doc["execution"] = execution
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return plan_file(path)
+from tests.helpers import plan_with_execution
 
 
 def test_ship_images_is_a_slurm_setting_recorded_with_the_executor(tmp_path):
-    plan = _plan(tmp_path, {"engine": "podman", "executor": "slurm", "ship_images": True})
+    plan = plan_with_execution(tmp_path, {"engine": "podman", "executor": "slurm", "ship_images": True})
     settings = SlurmSettings.from_execution(plan.experiment.execution)
     assert settings.ship_images is True
     assert settings.describe()["ship_images"] is True  # environment/executor.json's sbatch section
@@ -52,7 +39,7 @@ def test_ship_images_is_a_slurm_setting_recorded_with_the_executor(tmp_path):
 ])
 def test_ship_images_where_it_cannot_take_effect_is_refused_at_plan_time(tmp_path, execution, says):
     with pytest.raises(SpecError) as e:
-        _plan(tmp_path, execution)
+        plan_with_execution(tmp_path, execution)
     line = e.value.describe()
     assert says in line and "\n" not in line
 
@@ -60,7 +47,7 @@ def test_ship_images_where_it_cannot_take_effect_is_refused_at_plan_time(tmp_pat
 def test_the_flag_goes_through_the_spec_model(tmp_path):
     from runner.executor.choose import ExecutionFlags
 
-    inline = _plan(tmp_path, {"engine": "docker"}).experiment.execution
+    inline = plan_with_execution(tmp_path, {"engine": "docker"}).experiment.execution
     with pytest.raises(UsageError, match="applies to the Slurm executor only"):
         ExecutionFlags(ship_images=True).apply(inline)
     slurm = ExecutionFlags(executor="slurm", ship_images=True).apply(inline)

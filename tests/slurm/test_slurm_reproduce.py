@@ -193,7 +193,7 @@ ONE_RUN = REPO / "tests" / "specs" / "one-run.yaml"
 def test_podman_alone_through_slurm(cpu_images, tmp_path):
     """The cluster case end to end: no Docker engine answers (DOCKER_HOST points at nothing), the
     image carried over as an archive and imported into podman's storage, the run a Slurm job whose
-    node runs it with podman."""
+    node runs it with podman; --ship-images writes podman's archive of it for the nodes."""
     no_docker = os.environ | {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     archive = tmp_path / "pytorch-cpu.tar"
 
@@ -206,7 +206,9 @@ def test_podman_alone_through_slurm(cpu_images, tmp_path):
     imported = runner("images", "import", str(archive), "--engine", "podman", env=no_docker)
     assert imported.returncode == 0, imported.stdout + imported.stderr
     archive.unlink()
-    proc = runner("reproduce", str(ONE_RUN), "--engine", "podman", "--executor", "slurm", env=no_docker)
+    cache = tmp_path / "cache"
+    proc = runner("reproduce", str(ONE_RUN), "--engine", "podman", "--executor", "slurm", "--ship-images",
+                  "--cache", str(cache), env=no_docker)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no Docker engine answers" in proc.stdout + proc.stderr
     (bundle,) = [p for p in (tmp_path / "results" / "one-run").iterdir()
@@ -219,3 +221,7 @@ def test_podman_alone_through_slurm(cpu_images, tmp_path):
     assert env["engine"] == "podman" and env["executor"] == "slurm" and env["slurm_state"] == "COMPLETED"
     image = json.loads((bundle / "environment" / "images" / "pytorch-cpu.json").read_text())["image"]
     assert image["id"] == cpu_images["pytorch"]
+    # --ship-images with podman alone: `podman save` wrote the archive the nodes would load
+    shipped = cache / "images" / image["shipped_archive"]["file"]
+    assert shipped.stat().st_size == image["shipped_archive"]["size"]
+    assert env["node"]["image"] == {"id": image["id"], "source": "node storage"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from runner.engine.base import Launch, Limits
 from runner.executor.slurm_batch import (
@@ -20,9 +19,7 @@ from runner.executor.slurm_batch import (
 )
 from runner.executor.slurm_cli import SlurmCli, expand_task_ids, parse_partitions, parse_queue, parse_sacct
 from runner.executor.slurm_node import node_devices, slurm_facts
-from tests.helpers import REPO
-
-TINY = REPO / "tests" / "specs" / "tiny.yaml"
+from tests.helpers import plan_with_execution
 
 
 def test_parse_queue_expanded_array_and_plain_jobs():
@@ -215,19 +212,10 @@ def test_slurm_facts_from_the_job_environment():
 
 # --- the spec's execution fields ---------------------------------------------------------------
 
-def _plan(tmp_path: Path, execution: dict):
-    from runner.spec.plan import plan_file
-
-    doc = yaml.safe_load(TINY.read_text())
-    doc["execution"] = execution
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return plan_file(path)
-
-
 def test_slurm_fields_are_accepted_with_the_slurm_executor(tmp_path):
-    plan = _plan(tmp_path, {"engine": "docker", "executor": "slurm", "partition": "debug", "time": "1-00:00",
-                            "gres": "gpu:a100:1", "account": "lab", "qos": "normal", "max_parallel": 8})
+    plan = plan_with_execution(tmp_path, {"engine": "docker", "executor": "slurm", "partition": "debug",
+                                          "time": "1-00:00", "gres": "gpu:a100:1", "account": "lab", "qos": "normal",
+                                          "max_parallel": 8})
     ex = plan.experiment.execution
     assert SlurmSettings.from_execution(ex) == SlurmSettings("debug", "1-00:00", "gpu:a100:1", "lab", "normal", 8)
 
@@ -245,7 +233,7 @@ def test_bad_execution_fields_are_one_line(tmp_path, execution, says):
     from runner.errors import SpecError
 
     with pytest.raises(SpecError) as e:
-        _plan(tmp_path, execution)
+        plan_with_execution(tmp_path, execution)
     line = e.value.describe()
     assert says in line and "\n" not in line
 
