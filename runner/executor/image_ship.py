@@ -97,13 +97,13 @@ def _existing(path: Path, image_id: str) -> Shipped | None:
     return Shipped(path, words[0], path.stat().st_size, reused=True)
 
 
-def deliver(engine: LoadingEngine, image_id: str, archive: Path) -> dict[str, Any]:
+def deliver(engine: LoadingEngine, image_id: str, archive: Path, lock_dir: Path | None = None) -> dict[str, Any]:
     """Make `image_id` present on this node; the facts for the run's environment.json (node.image).
     Raises (ImageError, EngineError, CheckFailed) when the archive cannot give it."""
     if engine.has_image(image_id):
         return {"id": image_id, "source": "node storage"}
     started = time.monotonic()
-    with node_lock(image_id):
+    with node_lock(image_id, lock_dir):
         waited = time.monotonic() - started
         if engine.has_image(image_id):  # another task on this node loaded it while this one waited
             return {"id": image_id, "source": "node storage", "waited_s": round(waited, 3)}
@@ -116,10 +116,12 @@ def deliver(engine: LoadingEngine, image_id: str, archive: Path) -> dict[str, An
 
 
 @contextlib.contextmanager
-def node_lock(image_id: str) -> Iterator[None]:
-    """An exclusive lock on this node (its /tmp), per user and image: one load at a time."""
+def node_lock(image_id: str, lock_dir: Path | None = None) -> Iterator[None]:
+    """An exclusive lock on this node (its /tmp), per user and image: one load at a time. The empty
+    lock file stays (removing it would race with a task waiting on it); one per user and image."""
     name = f"runner-image-load-{os.getuid()}-{image_id.removeprefix('sha256:')[:32]}.lock"
-    fd = os.open(Path(tempfile.gettempdir()) / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    folder = lock_dir if lock_dir is not None else Path(tempfile.gettempdir())
+    fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -98,25 +98,32 @@ def user_workdir(prefix: str) -> Path:
     return work
 
 
+def export_for_user(work: Path) -> Path:
+    """pytorch-cpu exported by root (Docker) into the user's folder, which is then handed to the user;
+    skips (fails in CI) when the image's `/` would not let a non-root user in."""
+    archive = work / "pytorch-cpu.tar"
+    export = subprocess.run([sys.executable, "-m", "runner.cli", "images", "export", "pytorch-cpu", "--out",
+                             str(archive)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert export.returncode == 0, export.stdout + export.stderr
+    mode = _root_mode(archive)
+    if mode & 0o005 != 0o005:
+        message = (f"the pytorch-cpu image's / has mode {mode:o} in its first layer (its base "
+                   "was imported from a mktemp folder, before .ci/provision.sh made it 0755): no non-root "
+                   "user can run in it; rebuild the base (.ci/provision.sh) and the images")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(work)], check=True)
+    work.chmod(0o755)
+    return archive
+
+
 @pytest.fixture(scope="module")
 def rootless_run(cpu_images) -> Iterator[dict]:
     work = user_workdir("runner-rootless-reproduce-")
     user = pwd.getpwnam(USER)
     try:
-        archive = work / "pytorch-cpu.tar"
-        export = subprocess.run([sys.executable, "-m", "runner.cli", "images", "export", "pytorch-cpu", "--out",
-                                 str(archive)], cwd=REPO, capture_output=True, text=True, timeout=900)
-        assert export.returncode == 0, export.stdout + export.stderr
-        mode = _root_mode(archive)
-        if mode & 0o005 != 0o005:
-            message = (f"the pytorch-cpu image's / has mode {mode:o} in its first layer (its base "
-                       "was imported from a mktemp folder, before .ci/provision.sh made it 0755): no non-root "
-                       "user can run in it; rebuild the base (.ci/provision.sh) and the images")
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(work)], check=True)
-        work.chmod(0o755)
+        archive = export_for_user(work)
         imported = _as_user_run(work, "images", "import", str(archive), "--engine", "podman")
         archive.unlink()  # podman holds it now; the disk is needed for the run
         reproduced = _as_user_run(work, "reproduce", "spec.yaml", "--engine", "podman")

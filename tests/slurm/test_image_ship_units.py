@@ -10,6 +10,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -184,14 +185,14 @@ IMAGE = "sha256:" + "c" * 64
 
 def test_a_node_that_has_the_image_loads_nothing(tmp_path):
     engine = FakeNodeEngine(present=True)
-    assert deliver(engine, IMAGE, tmp_path / "x.tar") == {"id": IMAGE, "source": "node storage"}
+    assert deliver(engine, IMAGE, tmp_path / "x.tar", tmp_path) == {"id": IMAGE, "source": "node storage"}
     assert engine.loads == 0
 
 
 def test_a_node_that_lacks_it_loads_the_archive_once_for_all_its_tasks(tmp_path):
     engine = FakeNodeEngine(load_s=0.3)
     facts: list[dict] = []
-    tasks = [threading.Thread(target=lambda: facts.append(deliver(engine, IMAGE, tmp_path / "x.tar")))
+    tasks = [threading.Thread(target=lambda: facts.append(deliver(engine, IMAGE, tmp_path / "x.tar", tmp_path)))
              for _ in range(3)]
     for t in tasks:
         t.start()
@@ -205,7 +206,7 @@ def test_a_node_that_lacks_it_loads_the_archive_once_for_all_its_tasks(tmp_path)
 
 def test_an_archive_that_loads_as_another_image_fails_the_run(tmp_path):
     with pytest.raises(ImageError, match="the run needs"):
-        deliver(FakeNodeEngine(loads_as="sha256:" + "d" * 64), IMAGE, tmp_path / "x.tar")
+        deliver(FakeNodeEngine(loads_as="sha256:" + "d" * 64), IMAGE, tmp_path / "x.tar", tmp_path)
 
 
 def test_the_node_turns_a_load_failure_into_a_failed_outcome_naming_the_image(tmp_path, monkeypatch):
@@ -216,6 +217,7 @@ def test_the_node_turns_a_load_failure_into_a_failed_outcome_naming_the_image(tm
             raise ImageError("not a docker-archive tarball (ReadError: bad)", file=path, fix="export it again")
 
     monkeypatch.setattr(node, "node_engine", lambda name: Broken())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the node's lock file lands here
     launch = Launch(run_id="r", bundle_id="b", engine="docker", argv=("true",), env={}, mounts=(),
                     out_dir=tmp_path, image=IMAGE, image_archive=str(tmp_path / "x.tar"))
     outcome = node.run_here(launch, telemetry_hz=1.0)
