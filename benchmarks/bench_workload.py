@@ -13,7 +13,10 @@
     Target >= 0.97.
 (b) implementation quality: our TensorFlow ResNet-50 vs keras.applications.ResNet50(weights=None)
     (and ours vs torchvision's where torchvision imports), same input size, classes and batch,
-    both trained by the same plain step. Target >= 0.95.
+    both trained by the same plain step. keras.applications' ResNet-50 is v1 and does 5.5 % less
+    work per image than our v1.5 at 32 px (TensorFlow's profiler counts both), so the img/s ratio
+    is printed and the target applies to the work done per second (img/s x forward FLOPs per
+    image). Target >= 0.95.
 (c) input pipeline: the loader alone (crop + flip + normalise, one thread) vs small-CNN training
     through the harness at batch 64 on CPU. Target >= 20x.
 
@@ -242,7 +245,22 @@ def part_resnet_tf(threads: int, steps: int, rounds: int) -> dict[str, Any]:
             loss.numpy()
             out[name].append(steps * RESNET_BATCH / (time.perf_counter() - start))
     params = {name: int(m.count_params()) for name, m in models.items()}
-    return {**out, "params": params}
+    return {**out, "params": params, "flops": {name: _tf_flops(m) for name, m in models.items()}}
+
+
+def _tf_flops(model: Any) -> int:
+    """Forward float operations per image, counted by TensorFlow's own profiler on the frozen graph.
+    keras.applications.ResNet50 is ResNet v1 (stride 2 in the first 1x1 convolution of a
+    downsampling block), ours v1.5 (stride 2 in the 3x3): the same layers doing different work."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, RESNET_INPUT, RESNET_INPUT, 3], tf.float32))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    graph = convert_variables_to_constants_v2(fn).graph
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
 
 
 def part_resnet_torch(threads: int, steps: int, rounds: int) -> dict[str, Any]:
@@ -373,8 +391,14 @@ def main() -> None:
                 f" between steps {100 * med(r['between_steps_share']):.2f}% of wall time)")
     if resnet is not None:
         o, k = med(resnet["ours"]), med(resnet["keras"])
-        print(_row(f"(b) ResNet-50 {RESNET_INPUT}px b{RESNET_BATCH} train", "tensorflow", f"{o:.1f} img/s",
-                   f"keras.app {k:.1f} img/s", paired(resnet["ours"], resnet["keras"]), 0.95))
+        f_ours, f_keras = resnet["flops"]["ours"], resnet["flops"]["keras"]
+        raw = paired(resnet["ours"], resnet["keras"])
+        figure = f"(b) ResNet-50 {RESNET_INPUT}px b{RESNET_BATCH} train"
+        print(f"{figure:<34} {'tensorflow':<11} {f'{o:.1f} img/s':<22} "
+              f"{f'keras.app {k:.1f} img/s':<22} {raw:>7.3f}  (img/s; keras.applications is ResNet v1: "
+              f"{f_keras / 1e6:.1f} MFLOP/image vs our v1.5's {f_ours / 1e6:.1f})")
+        print(_row("(b) same, per FLOP (FLOP/s ratio)", "tensorflow", f"{o * f_ours / 1e9:.1f} GFLOP/s fwd",
+                   f"{k * f_keras / 1e9:.1f} GFLOP/s fwd", raw * f_ours / f_keras, 0.95))
     if resnet_pt is None or "skipped" in resnet_pt:
         why = "torchvision not installed" if not _has("torchvision") else (resnet_pt or {}).get("skipped")
         print(_row("(b) ResNet-50 vs torchvision", "pytorch", "", "", None, 0.95, f"skipped: {why}"))
