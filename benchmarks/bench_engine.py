@@ -77,7 +77,8 @@ def _span(out_dir: Path) -> tuple[float, float]:
 class _NothingRequest(RunRequest):
     """The same request, but the process the engine starts does nothing."""
 
-    def argv(self, config: str, data: str, out: str, weights: str | None = None) -> list[str]:
+    def argv(self, config: str, data: str, out: str, weights: str | None = None,
+             images: str | None = None) -> list[str]:
         return ["-c", "pass"]
 
 

@@ -41,7 +41,8 @@ class _Request(RunRequest):
 
     code: str = "pass"
 
-    def argv(self, config: str, data: str, out: str, weights: str | None = None) -> list[str]:
+    def argv(self, config: str, data: str, out: str, weights: str | None = None,
+             images: str | None = None) -> list[str]:
         return ["-c", self.code]
 
 
