@@ -2,10 +2,11 @@
 
     .venv-mxnet/bin/python benchmarks/bench_mx_impl.py [--threads 1] [--batch 32] [--steps 12] [--rounds 3]
 
-(run it with the MXNet interpreter: `just setup` makes `.venv-mxnet`; the repository must be on
-PYTHONPATH, which the script arranges itself). Training steps (forward, loss, backward, update)
-of ResNet-50 with the ImageNet stem at 32x32, 100 classes, CPU, all hybridized with
-static_alloc/static_shape, each timed after `waitall()`. Variants:
+(started with another Python, as `just bench` does, it re-executes itself with the MXNet
+interpreter that `just setup` makes, `.venv-mxnet`; the repository goes on PYTHONPATH).
+Training steps (forward, loss, backward, update) of ResNet-50 with the ImageNet stem at 32x32,
+100 classes, CPU, all hybridized with static_alloc/static_shape, each timed after `waitall()`.
+Variants:
 
 - ours: `mx_impl` + `mx_optim` (canonical BatchNorm running statistics, canonical SGD);
 - stock BN: the same network with Gluon's own `nn.BatchNorm` (MXNet's running-statistics rule);
@@ -23,6 +24,7 @@ step times (images/s of ours / images/s of the other).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -40,9 +42,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    if importlib.util.find_spec("mxnet") is None:  # `just bench` starts every script with .venv's python
+        from runner.engine.interpreters import python_for
+
+        python = python_for("mxnet", "")  # .venv-mxnet (or RUNNER_MXNET_PYTHON); says the fix if absent
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.execv(python, [python, __file__, *sys.argv[1:]])
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
-    sys.path.insert(0, str(REPO))
 
     import mxnet as mx
     import numpy as np
