@@ -7,6 +7,7 @@ cluster (`SlurmExecutor.check`) here, before the session writes anything.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -41,8 +42,11 @@ class ExecutionFlags:
         except ValidationError as e:
             err = e.errors()[0]
             loc = [str(x) for x in err.get("loc", ())]
-            flag = f"--{loc[0].replace('_', '-')}" if loc else "--executor"
             message = err.get("msg", "invalid").removeprefix("Value error, ")
+            if not loc:  # a rule over several fields: the flag of the field it names first
+                named = [f for f in re.findall(r"`([a-z_]+)`", message) if f in self.__dataclass_fields__]
+                loc = named[:1]
+            flag = f"--{loc[0].replace('_', '-')}" if loc else "--executor"
             raise UsageError(message, field=flag, fix="see `runner reproduce --help` and docs/slurm.md") from None
 
 

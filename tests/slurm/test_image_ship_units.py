@@ -49,8 +49,9 @@ def test_the_flag_goes_through_the_spec_model(tmp_path):
     from runner.executor.choose import ExecutionFlags
 
     inline = plan_with_execution(tmp_path, {"engine": "docker"}).experiment.execution
-    with pytest.raises(UsageError, match="applies to the Slurm executor only"):
+    with pytest.raises(UsageError, match="applies to the Slurm executor only") as e:
         ExecutionFlags(ship_images=True).apply(inline)
+    assert e.value.describe().startswith("--ship-images: ")  # the flag the user gave is named
     slurm = ExecutionFlags(executor="slurm", ship_images=True).apply(inline)
     assert slurm.ship_images and slurm.executor == "slurm"
     assert ExecutionFlags(ship_images=False).apply(slurm).ship_images is False  # --no-ship-images
