@@ -53,6 +53,21 @@ class BundleFacts:
             return None
         return _load_json(self.bundle.file(rel))
 
+    def cpu(self, run_id: str) -> tuple[str | None, tuple[str, ...] | None]:
+        """The CPU a run computed on: its model (the run's node's, else the bundle host's) and the
+        host's CPU flags when the run ran on that host (the node record has no flags)."""
+        host = _dig(self.environment, "host", "cpu")
+        rel = f"runs/{run_id}/environment.json"
+        record = _load_json(self.bundle.file(rel)) if rel in self.listed else {}
+        node_model = _dig(record, "environment", "node").get("cpu_model")
+        node_model = node_model if isinstance(node_model, str) else None
+        flags = host.get("flags")
+        flags = tuple(sorted(str(f) for f in flags)) or None if isinstance(flags, list) else None
+        host_model = host.get("model") if isinstance(host.get("model"), str) else None
+        if node_model and node_model != host_model:
+            flags = None
+        return node_model or host_model, flags
+
     def packages(self, framework: str) -> dict[str, str]:
         """The pip freeze of a framework's image as {name: version-or-line}."""
         record = self.images().get(framework, {})
@@ -84,6 +99,13 @@ def load_facts(bundle: Bundle | str | Path, tables: list[str] | None = None) -> 
         if rel in listed:
             environment[name] = _load_json(b.file(rel))
     return BundleFacts(b, runs, environment)
+
+
+def _dig(doc: Any, *keys: str) -> dict[str, Any]:
+    """doc[k1][k2]... when each level is a mapping, else {} (a bundle's JSON is input: any shape)."""
+    for key in keys:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else {}
 
 
 def _load_json(path: Path) -> Any:

@@ -6,9 +6,10 @@ Rules:
 - `seed_spread`: |new - original| <= max(k * std of the original's repeats, floor) when the
   original has at least two ok repeats of the run's configuration; `fixed` otherwise.
 - `exact`: equal (integers: parameter counts, epochs completed).
-- `bit_identical`: for deterministic CPU runs (recipe.deterministic true and variant cpu)
-  the value, or the whole per-step loss sequence, must be equal bit for bit; other runs use
-  `otherwise` (a seed_spread rule) for the value and skip the sequence.
+- `bit_identical`: for deterministic CPU runs (recipe.deterministic true and variant cpu) on
+  the same CPU (model and instruction sets: runner.audit.facts.BundleFacts.cpu) the value, or
+  the whole per-step loss sequence, must be equal bit for bit; other runs use `otherwise` (a
+  seed_spread rule) for the value and skip the sequence.
 
 A reproduction passes when every check passes; `runner.audit.reproduction` applies the table.
 

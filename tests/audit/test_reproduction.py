@@ -253,3 +253,48 @@ def test_a_non_finite_host_load_counts_as_not_recorded():
     assert not HostLoad.of(nan).recorded and not HostLoad.of(nan).busy
     assert likely_cause(nan, {"host_other_cpu_mean_pct": 1.0, "host_steal_mean_pct": 0.0}) == (
         "host load not recorded for the ORIGINAL run")
+
+
+def _on_cpu(model: str, flags: list[str]) -> dict:
+    from tests.audit.synth import environment
+
+    env = environment()
+    env["host"]["cpu"] |= {"model": model, "flags": flags}
+    return env
+
+
+@pytest.mark.parametrize(("model", "flags", "says"), [
+    ("Intel(R) Xeon(R) Processor", ["avx", "avx2", "fma"], "the original ran on AMD EPYC, this on Intel(R) Xeon(R)"),
+    ("AMD EPYC", ["avx", "avx2", "avx512f", "fma"], "both ran on AMD EPYC, with other CPU features (+avx512f)"),
+])
+def test_bit_identity_is_a_same_cpu_promise(original, tmp_path, model, flags, says):
+    """A deterministic run reproduced on another CPU (another model, or the same model with other
+    instruction sets: oneDNN picks its kernels by them) is judged by the tolerances, and says why."""
+    plan, _ = make_plan(tmp_path / "spec", SMALL)
+    victim = plan.runs[0].id
+
+    def rounding(run):
+        v = default_values(run)
+        if run.id == victim:
+            v.losses = [float(np.nextafter(x, 10.0)) for x in v.losses]  # the last bit moves, as across CPUs
+        return v
+
+    elsewhere = make_bundle(tmp_path, spec=SMALL, values=rounding, env=_on_cpu(model, flags))
+    report = compare_runs(original, elsewhere)
+    assert report.ok, report.misses
+    steps = checks(report, "step_losses")
+    assert {c.verdict for c in steps} == {SKIP}
+    assert all(c.detail.startswith("deterministic, but bit-identity holds on the same CPU only: ")
+               and says in c.detail for c in steps), [c.detail for c in steps]
+    assert all(not c.tolerance.startswith("bit-identical") for c in checks(report, "final_train_loss"))
+    same = make_bundle(tmp_path / "same", spec=SMALL, values=rounding)  # same CPU: the last bit is a miss
+    assert "step_losses" in {c.metric for c in compare_runs(original, same).misses}
+
+
+def test_a_cpu_record_of_another_shape_is_no_crash(original, tmp_path):
+    env = _on_cpu("AMD EPYC", ["avx"])
+    env["host"]["cpu"] |= {"flags": "avx"}  # not a list
+    env["host"]["cpu"].pop("model")
+    odd = make_bundle(tmp_path, spec=SMALL, env=env)
+    report = compare_runs(original, odd)  # the CPU is unknown there: the strict rule stays
+    assert {c.verdict for c in checks(report, "step_losses")} == {PASS}
