@@ -54,18 +54,16 @@ class BundleFacts:
         return _load_json(self.bundle.file(rel))
 
     def cpu(self, run_id: str) -> tuple[str | None, tuple[str, ...] | None]:
-        """The CPU a run computed on: its model (the run's node's, else the bundle host's) and the
-        host's CPU flags when the run ran on that host (the node record has no flags)."""
+        """The CPU a run computed on: model and instruction-set flags, from the run's node record
+        (runs/<id>/environment.json), else the bundle host's (bundles whose node records predate
+        `cpu_flags` get the host's flags only when the node's model is the host's)."""
         host = _dig(self.environment, "host", "cpu")
         rel = f"runs/{run_id}/environment.json"
-        record = _load_json(self.bundle.file(rel)) if rel in self.listed else {}
-        node_model = _dig(record, "environment", "node").get("cpu_model")
-        node_model = node_model if isinstance(node_model, str) else None
-        flags = host.get("flags")
-        flags = tuple(sorted(str(f) for f in flags)) or None if isinstance(flags, list) else None
-        host_model = host.get("model") if isinstance(host.get("model"), str) else None
-        if node_model and node_model != host_model:
-            flags = None
+        node = _dig(_load_json(self.bundle.file(rel)) if rel in self.listed else {}, "environment", "node")
+        node_model, host_model = _text(node.get("cpu_model")), _text(host.get("model"))
+        flags = _flags(node.get("cpu_flags"))
+        if flags is None and (not node_model or node_model == host_model):
+            flags = _flags(host.get("flags"))
         return node_model or host_model, flags
 
     def packages(self, framework: str) -> dict[str, str]:
@@ -106,6 +104,14 @@ def _dig(doc: Any, *keys: str) -> dict[str, Any]:
     for key in keys:
         doc = doc.get(key) if isinstance(doc, dict) else None
     return doc if isinstance(doc, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _flags(value: Any) -> tuple[str, ...] | None:
+    return (tuple(sorted(str(f) for f in value)) or None) if isinstance(value, list) else None
 
 
 def _load_json(path: Path) -> Any:

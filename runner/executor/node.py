@@ -1,7 +1,7 @@
 """The node a run ran on: its fingerprint as the run's own record (`runs/<id>/environment.json`).
 
 The bundle's host fingerprint is the submitting machine's; with an executor that places runs
-elsewhere (Slurm), each run says where it ran: host name, CPU, kernel, the GPUs assigned to it
+elsewhere (Slurm), each run says where it ran: host name, CPU (model and flags), kernel, the GPUs assigned to it
 (NVML records of those indices only) and the driver.
 """
 
@@ -25,6 +25,7 @@ def node_fingerprint(devices: Sequence[int], gpu: dict[str, Any] | None = None) 
         "host": socket.gethostname(),
         "kernel": platform.release(),
         "cpu_model": cpu.get("model"),
+        "cpu_flags": cpu.get("flags"),  # instruction sets: kernels (oneDNN, MKL) and so the last bits follow them
         "cpu_threads": cpu.get("threads"),
         "gpu_indices": list(devices),
         "gpus": [by_index.get(i, {"index": i, "name": None, "missing": True}) for i in devices],

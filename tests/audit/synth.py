@@ -163,8 +163,10 @@ def make_plan(tmp: Path, spec: str = SPEC) -> tuple[Plan, str]:
 def make_bundle(root: Path, *, spec: str = SPEC, values: Callable[[Run], RunValues] = default_values,
                 env: dict[str, dict[str, Any]] | None = None, image_ids: dict[str, str] | None = None,
                 versions: dict[str, str] | None = None, now: datetime | None = None,
-                redaction: Redaction | None = None, plan: Plan | None = None, skip: set[str] | None = None) -> Path:
-    """Write a finished bundle under `root` and return its path."""
+                redaction: Redaction | None = None, plan: Plan | None = None, skip: set[str] | None = None,
+                run_env: dict[str, Any] | None = None) -> Path:
+    """Write a finished bundle under `root` and return its path (`run_env`: more of each run's
+    environment.json, e.g. its node)."""
     root.mkdir(parents=True, exist_ok=True)
     if plan is None:
         plan, spec = make_plan(root / "_spec", spec)
@@ -186,5 +188,5 @@ def make_bundle(root: Path, *, spec: str = SPEC, values: Callable[[Run], RunValu
         writer.add_run(run, status="ok", out_dir=out, log_text=f"training {run.id}\n",
                        image_id=image_ids.get(run.framework),
                        telemetry=host_rows(*v.host_load) if v.host_load else None,
-                       environment={"engine": "docker", "dataset_sha256": DATASET_SHA})
+                       environment={"engine": "docker", "dataset_sha256": DATASET_SHA} | (run_env or {}))
     return writer.finalize()

@@ -298,3 +298,15 @@ def test_a_cpu_record_of_another_shape_is_no_crash(original, tmp_path):
     odd = make_bundle(tmp_path, spec=SMALL, env=env)
     report = compare_runs(original, odd)  # the CPU is unknown there: the strict rule stays
     assert {c.verdict for c in checks(report, "step_losses")} == {PASS}
+
+
+def test_runs_placed_on_nodes_are_judged_by_their_nodes_cpus(original, tmp_path):
+    """Slurm: the bundle's host is the submitting machine; each run's node record says which CPU
+    (model and flags) it computed on, and that is what is compared."""
+    node = {"host": "n1", "cpu_model": "AMD EPYC", "cpu_flags": ["avx", "avx2", "fma", "amx_tile"]}
+    on_node = make_bundle(tmp_path, spec=SMALL, run_env={"executor": "slurm", "node": node})
+    steps = checks(compare_runs(original, on_node), "step_losses")
+    assert {c.verdict for c in steps} == {SKIP} and all("(+amx_tile)" in c.detail for c in steps)
+    same = make_bundle(tmp_path / "same", spec=SMALL,
+                       run_env={"node": node | {"cpu_flags": ["fma", "avx2", "avx"]}})  # the host's, any order
+    assert {c.verdict for c in checks(compare_runs(original, same), "step_losses")} == {PASS}

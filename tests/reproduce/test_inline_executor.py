@@ -100,6 +100,9 @@ def test_the_node_lists_only_the_runs_gpus():
     node = node_fingerprint((1, 3), gpu)
     assert [g["uuid"] for g in node["gpus"]] == ["GPU-1", "GPU-3"] and node["driver_version"] == "550.1"
     assert node_fingerprint((7,), gpu)["gpus"] == [{"index": 7, "name": None, "missing": True}]
+    from runner.fingerprint.host import cpu_info
+
+    assert node["cpu_flags"] == cpu_info()["flags"]  # what a reproduction on another CPU is told apart by
 
 
 def test_a_launch_for_another_engine_is_refused(tmp_path):
