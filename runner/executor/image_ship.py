@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -52,10 +51,11 @@ class Shipped:
 
 
 def archive_path(folder: Path, image_id: str) -> Path:
-    digest = image_id.removeprefix("sha256:")
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+    from runner.images.archive import IMAGE_ID
+
+    if not IMAGE_ID.match(image_id):
         raise ImageError(f"{image_id!r} is not an image id", fix="report this: images are shipped by id")
-    return folder / f"{digest}.tar"
+    return folder / f"{image_id.removeprefix('sha256:')}.tar"
 
 
 def ship_image(export: Callable[[str, Path], Any], image_id: str, folder: Path) -> Shipped:
@@ -83,18 +83,18 @@ def ship_image(export: Callable[[str, Path], Any], image_id: str, folder: Path) 
 def _existing(path: Path, image_id: str) -> Shipped | None:
     """The archive at `path` if it is a plain file holding `image_id` with a sha256 file beside it.
     Its bytes are hashed by the node that loads it, not here (gigabytes, every session)."""
-    from runner.images.archive import archive_image_id
+    from runner.images.archive import archive_image_id, sidecar_digest
 
     sidecar = path.with_name(path.name + ".sha256")
     if path.is_symlink() or not path.is_file() or sidecar.is_symlink() or not sidecar.is_file():
         return None
     try:
-        words = sidecar.read_text(encoding="utf-8", errors="replace")[:200].split()
-        if not words or not re.fullmatch(r"[0-9a-f]{64}", words[0]) or archive_image_id(path)[0] != image_id:
+        digest = sidecar_digest(sidecar)
+        if archive_image_id(path)[0] != image_id:
             return None
     except (ImageError, OSError):
         return None
-    return Shipped(path, words[0], path.stat().st_size, reused=True)
+    return Shipped(path, digest, path.stat().st_size, reused=True)
 
 
 def deliver(engine: LoadingEngine, image_id: str, archive: Path, lock_dir: Path | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from runner.images.lockfile import sha256_file, write_atomic
 if TYPE_CHECKING:
     import docker
 
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_MEMBERS = 100_000
 MAX_DOC_BYTES = 16 * 2**20  # manifest.json and the image config: kilobytes in practice
 
@@ -110,17 +110,23 @@ def archive_image_id(path: Path) -> tuple[str, tuple[str, ...]]:
     return f"sha256:{digest}", tags
 
 
+def sidecar_digest(sidecar: Path) -> str:
+    """The sha256 a `<file>.sha256` names (sha256sum format); ImageError when it is not one."""
+    words = read_bounded(sidecar, 4096, ImageError, what="sha256 file").decode("utf-8", "replace").split()
+    if not words or not re.fullmatch(r"[0-9a-f]{64}", words[0]):
+        raise ImageError("not a sha256 file", file=sidecar, fix="remove it or rewrite it as `<sha256>  <file>`")
+    return words[0]
+
+
 def check_sidecar(path: Path) -> str | None:
     """The tarball's sha256 if a `<file>.sha256` lies beside it and matches; raises if it does not."""
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.is_file():
         return None
-    words = read_bounded(sidecar, 4096, ImageError, what="sha256 file").decode("utf-8", "replace").split()
-    if not words or not re.fullmatch(r"[0-9a-f]{64}", words[0]):
-        raise ImageError("not a sha256 file", file=sidecar, fix="remove it or rewrite it as `<sha256>  <file>`")
+    expected = sidecar_digest(sidecar)
     actual = sha256_file(path)
-    if actual != words[0]:
-        raise CheckFailed(f"the tarball's sha256 is {actual}, {sidecar.name} says {words[0]}", file=path,
+    if actual != expected:
+        raise CheckFailed(f"the tarball's sha256 is {actual}, {sidecar.name} says {expected}", file=path,
                           fix="the file is damaged or was replaced: export it again")
     return actual
 
@@ -140,7 +146,7 @@ def import_image(client: docker.DockerClient, path: Path, expect_id: str | None 
 def checked_archive(path: Path, expect_id: str | None = None) -> tuple[str, tuple[str, ...]]:
     """(image id, tags) of a tarball that passed every check before any engine sees a byte of it:
     its members, its `.sha256` sidecar, one image, and `expect_id`. Docker and podman imports share it."""
-    if expect_id is not None and not _IMAGE_ID.match(expect_id):
+    if expect_id is not None and not IMAGE_ID.match(expect_id):
         raise UsageError(f"{expect_id!r} is not an image id", field="--expect-id",
                          fix="write it as sha256:<64 hex digits> (`runner images list` shows ids)")
     if not path.is_file():
