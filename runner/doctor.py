@@ -133,6 +133,7 @@ def run_checks(data_root: Path) -> list[Check]:
     podman_line, podman = podman_check()
     if client is None and podman is not None:  # podman alone (a cluster without Docker): not a failure
         engine = Check("container engine", "WARN", f"no Docker engine ({engine.detail}); podman runs the images "
-                       "in its own storage", "use --engine podman, or start dockerd to build images here")
+                       "in its own storage", "engine auto (the spec's default) and podman use it; start dockerd "
+                       "to build images with Docker")
     return [engine, podman_line, check_executors(), check_gpus(), check_disk(Path("results")),
             check_datasets(data_root), check_images(client, podman)]

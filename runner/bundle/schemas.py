@@ -57,7 +57,7 @@ RUNS = _schema("runs", [
     _f("failure_reason", "string", "", "why a run failed (null when ok)"),
     _f("error", "string", "", "the error the workload reported, if any"),
     _f("image_id", "string", "", "container image id (sha256:...), null for the local engine"),
-    _f("engine", "string", "", "docker | local"),
+    _f("engine", "string", "", "docker | podman | local"),
     # summary metrics
     _f("epochs_completed", "int32", "epochs", "epochs the run finished"),
     _f("final_train_loss", "float64", "", "mean training loss of the last epoch"),

@@ -37,7 +37,7 @@ class SessionOptions:
     data_root: Path
     results_root: Path
     cache: Path
-    engine: str = "auto"  # auto | docker | local
+    engine: str = "auto"  # auto | docker | podman | local | spec
     build: str = "missing"  # missing | always | never
     resume: Path | None = None
     redact: bool = True
@@ -218,7 +218,8 @@ def describe_plan(plan: Plan, console: Console) -> None:
 
 
 def _select_engine(choice: str, console: Console) -> Engine:
-    """The engine object for `choice`; `auto`: docker when an engine answers, else local (said plainly).
+    """The engine object for `choice`; `auto`: docker when it answers, else podman when it answers, else
+    local (each fallback said plainly).
 
     Each kind is its own type (DockerEngine, PodmanEngine, LocalEngine): no value stands for "local".
     """
@@ -243,12 +244,28 @@ def _select_engine(choice: str, console: Console) -> Engine:
     except EngineError:
         if choice == "docker":
             raise
-        console.print("[yellow]no container engine answers: runs execute in the local Python, NOT isolated "
-                      "(no image digest); the bundle records this[/]")
-        return LocalEngine()
+        return _auto_without_docker(console)
     from runner.engine.docker_engine import DockerEngine
 
     return DockerEngine(client)
+
+
+def _auto_without_docker(console: Console) -> Engine:
+    """`auto` where no Docker engine answers: podman when it answers (a cluster's login or compute
+    node, where Docker is not allowed: the runs stay isolated), else the local Python."""
+    from runner.engine.local_engine import LocalEngine
+    from runner.engine.podman_engine import PodmanEngine
+    from runner.errors import EngineError
+
+    try:
+        engine = PodmanEngine.connect()
+    except EngineError:
+        console.print("[yellow]no container engine answers: runs execute in the local Python, NOT isolated "
+                      "(no image digest); the bundle records this[/]")
+        return LocalEngine()
+    console.print("[yellow]no Docker engine answers: podman runs the images, built and kept in its own "
+                  "storage (--engine local for the host's Python)[/]")
+    return engine
 
 
 def _select_executor(plan: Plan, engine: Engine, opts: SessionOptions) -> Executor:
@@ -378,7 +395,7 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
         writer = BundleWriter.create(opts.results_root, plan, spec_text, redaction,
                                      code_root=rerun.code if rerun else None)
     try:
-        _fingerprint(writer, engine, executor, images, dataset)
+        _fingerprint(writer, engine, executor, images, dataset, requested=engine_choice)
         if weights is not None:
             writer.add_environment("weights", weights.fingerprint())
         records = _run_all(plan, writer, engine, executor, images, dataset, opts, console, weights)
@@ -417,15 +434,16 @@ def framework_info(engine: Engine, image_id: str | None, framework: str, code_di
         return {"framework": framework, "error": f"not JSON: {out[:200]}"}
 
 
-def _fingerprint(writer, engine: Engine, executor: Executor, images, dataset) -> None:
-    """The submitting machine's facts (each run adds its own node's: runs/<id>/environment.json)."""
+def _fingerprint(writer, engine: Engine, executor: Executor, images, dataset, requested: str) -> None:
+    """The submitting machine's facts (each run adds its own node's: runs/<id>/environment.json).
+    engine.json says which engine was asked for (`requested`: auto, docker, ...) beside the one that ran."""
     from runner.fingerprint.gpu import gpu_fingerprint
     from runner.fingerprint.host import host_fingerprint
 
     docker = getattr(engine, "docker", None)  # the Docker engine's facts, when one builds the images
     writer.add_environment("host", host_fingerprint(docker))
     writer.add_environment("gpu", gpu_fingerprint())
-    writer.add_environment("engine", engine.describe())
+    writer.add_environment("engine", {**engine.describe(), "requested": requested})
     writer.add_environment("executor", executor.describe())
     writer.add_environment("dataset", dataset.fingerprint())
     code_dir = writer.partial / "code"

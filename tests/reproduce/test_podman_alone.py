@@ -105,10 +105,26 @@ def test_reproduce_with_podman_alone(imported, tmp_path):
     assert "runner images build tensorflow-cpu --engine podman" in reason and "import FILE --engine podman" in reason
     engine = json.loads((bundle / "environment" / "engine.json").read_text())
     assert engine["kind"] == "podman" and engine["images_from"].startswith("podman's own storage")
+    assert engine["requested"] == "podman"
     image = json.loads((bundle / "environment" / "images" / "pytorch-cpu.json").read_text())["image"]
     assert image["id"] == image["podman_id"] == imported["ids"]["pytorch"]
     assert image["labels"]["io.runner.image"] == "pytorch-cpu" and image["architecture"] == "amd64"
     assert "runner/pytorch-cpu:2.13.0" in " ".join(image["repo_tags"])
+
+
+def test_auto_runs_in_podman_where_docker_does_not_answer(imported, tmp_path):
+    """The spec's default engine (`auto`) on a node with podman and no Docker: isolated in podman,
+    not the local Python."""
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("[pytorch, tensorflow]", "[pytorch]"))
+    proc = _runner(tmp_path, "reproduce", "spec.yaml", "--build", "never", env=NO_DOCKER)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "no Docker engine answers: podman runs the images" in out and "NOT isolated" not in out
+    (bundle,) = [p for p in (tmp_path / "results" / "podman-alone").iterdir() if not p.name.endswith(".partial")]
+    engine = json.loads((bundle / "environment" / "engine.json").read_text())
+    assert engine["kind"] == "podman" and engine["requested"] == "auto"
+    (run,) = pq.read_table(bundle / "tables" / "runs.parquet").to_pylist()
+    assert run["status"] == "ok" and run["engine"] == "podman" and run["image_id"] == imported["ids"]["pytorch"]
 
 
 def test_export_from_podman_alone_round_trips(imported, tmp_path):
