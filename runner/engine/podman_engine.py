@@ -65,7 +65,8 @@ LIMIT_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 # The limits a spec sets (the pids limit is the sandbox's own, not a spec field).
 SPEC_FIELDS = {"memory": "resources.memory", "cpus": "resources.cpus"}
 LIMITS_FIX = ("run podman as root, or on a cgroup v2 host delegate the cpu, memory and pids controllers to the user "
-              "(systemd Delegate=yes), or leave {field} unset, or use --engine docker")
+              "(systemd Delegate=yes), or leave {field} unset, or use --engine docker (or --engine local: "
+              "not isolated)")
 
 
 @dataclass(frozen=True)

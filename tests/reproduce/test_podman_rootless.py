@@ -135,7 +135,8 @@ def test_run_refuses_a_limit_podman_would_ignore_before_anything_starts(tmp_path
         engine.run(launch)
     line = e.value.describe()
     assert line.startswith("resources.memory: podman here cannot enforce resources.memory (512m)")
-    assert "cgroup v1 ignores resource limits" in line and "Delegate=yes" in line and "--engine docker" in line
+    assert "cgroup v1 ignores resource limits" in line and "Delegate=yes" in line
+    assert "--engine docker" in line and "--engine local" in line
     assert list(launch.out_dir.iterdir()) == []
 
 
