@@ -64,11 +64,16 @@ def pytorch(mode: str, batch: int, steps: int) -> list[float]:
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    if mode == "ddp":  # gloo's threads must stop before the interpreter exits (else: abort at exit)
+    if mode == "ddp":
         import torch.distributed as dist
 
+        # Report, then leave without tearing the process group down: torch 2.13's ProcessGroupGloo
+        # destructor (run when the DDP model is freed) joins gloo's worker thread while holding the
+        # GIL, and that thread may still need the GIL to free the barrier's work object: a deadlock
+        # seen once in 20 runs of this loop (py-spy: ~Reducer -> ~ProcessGroupGloo -> thread::join).
         dist.barrier()
-        dist.destroy_process_group()
+        report(times)
+        os._exit(0)
     return times
 
 
@@ -118,11 +123,16 @@ def tensorflow(mode: str, batch: int, steps: int) -> list[float]:
     return times
 
 
+def report(times: list[float]) -> None:
+    """The JSON line (rank 0 only), flushed: the DDP path leaves with os._exit right after."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        batch = int(sys.argv[3])
+        print(json.dumps({"per_replica_img_s": batch / statistics.median(times[WARMUP:])}), flush=True)
+
+
 def main() -> int:
     framework, mode, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    times = {"pytorch": pytorch, "tensorflow": tensorflow}[framework](mode, batch, steps)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"per_replica_img_s": batch / statistics.median(times[WARMUP:])}), flush=True)
+    report({"pytorch": pytorch, "tensorflow": tensorflow}[framework](mode, batch, steps))
     return 0
 
 
