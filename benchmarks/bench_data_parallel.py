@@ -1,6 +1,6 @@
 """Data-parallel on CPU, 2 replicas: throughput per replica vs one process at the same per-replica batch.
 
-    python benchmarks/bench_data_parallel.py [--batch 64 256] [--steps 30] [--rounds 3] [--frameworks pytorch ...]
+    python benchmarks/bench_data_parallel.py [--batch 64 256] [--steps 30] [--rounds 7] [--frameworks pytorch ...]
 
 Both sides are the real workload (`python -m runner.workload run`, events and synchronised clocks
 included) on the small CNN, synthetic CIFAR-10, one intra-op thread per replica, compute only
@@ -13,7 +13,9 @@ included) on the small CNN, synthetic CIFAR-10, one intra-op thread per replica,
 
 Per-replica throughput = B / the leader's median step wall time (the gap between consecutive
 step events: data, compute, gradient all-reduce and the harness's own work). The sides alternate,
-order flipped each round; the ratio is the median of the per-round ratios. Target >= 0.9 at
+order flipped each round; the ratio is the median of the per-round ratios. Seven rounds by default:
+on a shared 2-vCPU VM one round's ratio moves by +-0.1 (0.86-1.10 measured, the same code), and
+the median of three missed or met the target by chance. Target >= 0.9 at
 every per-replica batch given (default 64 and 256: a step's all-reduce and the replicas' wait for
 each other cost about the same at any batch, so the ratio rises with the batch; both are printed).
 
@@ -145,7 +147,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, nargs="+", default=[64, 256],
                    help="per-replica batches (each also the single process's batch); the target holds for each")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--real-data", action="store_true", help="read and augment batches (default: compute only)")
     p.add_argument("--frameworks", nargs="+", default=["pytorch", "tensorflow"], choices=sorted(MODULES))
     args = p.parse_args()

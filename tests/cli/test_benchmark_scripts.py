@@ -31,3 +31,18 @@ def test_stand_in_requests_take_what_the_engines_pass(path):
     want = list(inspect.signature(RunRequest.argv).parameters)
     for cls in subclasses:
         assert list(inspect.signature(cls.argv).parameters) == want, f"{path.name}: {cls.__name__}.argv"
+
+
+def test_the_bare_ddp_loop_reports_and_exits():
+    """dp_bare.py's DDP path leaves with os._exit after its last barrier (torch's gloo teardown
+    could deadlock): its one JSON line must still come out, and both replicas exit 0."""
+    import json
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(REPO / "benchmarks" / "dp_bare.py"), "pytorch", "ddp", "8", "7"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1 and json.loads(lines[0])["per_replica_img_s"] > 0
