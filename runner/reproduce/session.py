@@ -257,11 +257,15 @@ def _auto_without_docker(console: Console) -> Engine:
     from runner.engine.podman_engine import PodmanEngine
     from runner.errors import EngineError
 
+    local = ("runs execute in the local Python, NOT isolated (no image digest); the bundle records this "
+             "(`runner doctor` says why)")
     try:
         engine = PodmanEngine.connect()
     except EngineError:
-        console.print("[yellow]no container engine answers: runs execute in the local Python, NOT isolated "
-                      "(no image digest); the bundle records this[/]")
+        console.print(f"[yellow]no container engine answers: {local}[/]")
+        return LocalEngine()
+    if not engine.info():  # answers its version, cannot open its storage (a rootless user without subuids...)
+        console.print(f"[yellow]no Docker engine answers and `podman info` fails: {local}[/]")
         return LocalEngine()
     console.print("[yellow]no Docker engine answers: podman runs the images, built and kept in its own "
                   "storage (--engine local for the host's Python)[/]")

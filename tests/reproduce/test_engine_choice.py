@@ -30,8 +30,10 @@ def _no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(docker_client, "connect", refuse)
 
 
-def _podman_answers(monkeypatch: pytest.MonkeyPatch) -> list[PodmanEngine]:
+def _podman_answers(monkeypatch: pytest.MonkeyPatch, info: dict | None = None) -> list[PodmanEngine]:
     made: list[PodmanEngine] = []
+    monkeypatch.setattr(PodmanEngine, "info", lambda self: {"store": {"graphDriverName": "overlay"}}
+                        if info is None else info)
 
     def connect(cls, *a, **k):
         made.append(cls("/usr/bin/podman"))
@@ -73,6 +75,17 @@ def test_auto_falls_back_to_the_local_python_when_neither_answers(monkeypatch):
     engine = _select_engine("auto", console)
     assert isinstance(engine, LocalEngine) and not engine.isolated
     assert "NOT isolated" in out.getvalue()
+
+
+def test_auto_passes_over_a_podman_that_cannot_open_its_storage(monkeypatch):
+    """`podman version` answers, `podman info` does not (say a rootless user without subordinate
+    ids): every run would fail in it, so auto goes on to the local Python and says why."""
+    _no_docker(monkeypatch)
+    _podman_answers(monkeypatch, info={})
+    console, out = _console()
+    engine = _select_engine("auto", console)
+    assert isinstance(engine, LocalEngine)
+    assert "`podman info` fails" in out.getvalue() and "NOT isolated" in out.getvalue()
 
 
 def test_a_named_engine_never_falls_back(monkeypatch):
