@@ -30,7 +30,10 @@ class BuildPolicy(StrEnum):
 
 
 EngineOpt = Annotated[EngineChoice, typer.Option(
-    "--engine", help="Where runs execute; `spec` uses the spec's execution.engine.")]
+    "--engine", help="Where runs execute (auto: Docker, else podman, else the local Python); `spec` uses "
+                     "the spec's execution.engine.")]
+
+
 class ExecutorChoice(StrEnum):
     inline = "inline"
     slurm = "slurm"
