@@ -72,7 +72,7 @@ def pytorch(mode: str, batch: int, steps: int) -> list[float]:
         # GIL, and that thread may still need the GIL to free the barrier's work object: a deadlock
         # seen once in 20 runs of this loop (py-spy: ~Reducer -> ~ProcessGroupGloo -> thread::join).
         dist.barrier()
-        report(times)
+        report(times, batch)
         os._exit(0)
     return times
 
@@ -123,16 +123,15 @@ def tensorflow(mode: str, batch: int, steps: int) -> list[float]:
     return times
 
 
-def report(times: list[float]) -> None:
+def report(times: list[float], batch: int) -> None:
     """The JSON line (rank 0 only), flushed: the DDP path leaves with os._exit right after."""
     if int(os.environ.get("RANK", "0")) == 0:
-        batch = int(sys.argv[3])
         print(json.dumps({"per_replica_img_s": batch / statistics.median(times[WARMUP:])}), flush=True)
 
 
 def main() -> int:
     framework, mode, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    report({"pytorch": pytorch, "tensorflow": tensorflow}[framework](mode, batch, steps))
+    report({"pytorch": pytorch, "tensorflow": tensorflow}[framework](mode, batch, steps), batch)
     return 0
 
 
