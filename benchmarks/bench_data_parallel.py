@@ -9,7 +9,7 @@ included) on the small CNN, synthetic CIFAR-10, one intra-op thread per replica,
 - single: one process, batch B;
 - data parallel: 2 replicas, global batch 2B (B per replica). PyTorch: torchrun + DDP over gloo
   (two processes, one thread each); TensorFlow: MirroredStrategy over two logical CPU devices in
-  one process (an inter-op thread per replica, an intra-op pool of 2).
+  one process (an inter-op thread per replica that runs its kernels: tf_harness.cpu_replica_threads).
 
 Per-replica throughput = B / the leader's median step wall time (the gap between consecutive
 step events: data, compute, gradient all-reduce and the harness's own work). The sides alternate,
@@ -19,12 +19,9 @@ the median of three missed or met the target by chance. Target >= 0.9 at
 every per-replica batch given (default 64 and 256: a step's all-reduce and the replicas' wait for
 each other cost about the same at any batch, so the ratio rises with the batch; both are printed).
 
-Beside it (PyTorch), the same comparison with BARE loops (`dp_bare.py`: a plain DDP loop over
-gloo, no harness): what data parallelism reaches on this machine at all, and the harness's
-data-parallel throughput as a fraction of the bare one. (dp_bare.py's MirroredStrategy loop is
-not in the table: written plainly it ran at 0.42-0.76 of a single process, below the harness's
-own step, so it is no baseline.) And what the machine
-allows: two INDEPENDENT single processes at once (no
+Beside it, the same comparison with BARE loops (`dp_bare.py`: a plain DDP loop over gloo, a plain
+MirroredStrategy loop; no harness): what data parallelism reaches on this machine at all, and the
+harness's data-parallel throughput as a fraction of the bare one. And what the machine allows: two INDEPENDENT single processes at once (no
 communication) vs one alone, and data parallel vs those two: the first is the hardware's share
 (cores, memory bandwidth, a VM's vCPUs), the second what data parallelism itself costs. Needs two
 free cores: on a shared machine the replicas compete with the neighbours, and that shows in the
@@ -177,13 +174,11 @@ def main() -> int:
 
 
 def compare(fw: str, batch: int, args: argparse.Namespace, data: Path, work: Path) -> tuple:
-    """Alternating rounds of single / data parallel / two independent (and, PyTorch, the bare loops)."""
+    """Alternating rounds of single / data parallel / two independent and the bare loops."""
     ratios, single, dp, pair, bare_ratios, of_bare = [], [], [], [], [], []
     for r in range(args.rounds):
         sides = [("single", 1, 1), ("dp", 2, 1), ("pair", 1, 2), ("bare-single", 1, 0), ("bare-dp", 2, 0)]
         got = {}
-        if fw != "pytorch":
-            sides = sides[:3]
         for name, replicas, copies in (sides if r % 2 == 0 else sides[::-1]):
             if copies == 0:
                 got[name] = bare(fw, replicas, batch, args.steps)

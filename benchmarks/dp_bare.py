@@ -6,7 +6,8 @@
     python benchmarks/dp_bare.py tensorflow mirrored B STEPS     # MirroredStrategy, 2 logical CPUs
 
 The same small CNN from runner's shared description and canonical weights, SGD momentum, one
-intra-op thread per replica (TensorFlow's one process: an inter-op thread per replica), a
+intra-op thread per replica (TensorFlow's one process: an inter-op thread per replica that runs
+its kernels, tf_harness.cpu_replica_threads), a
 device-resident random batch, no events, no clocks but the loop's own: what the framework itself
 reaches on this machine. Prints one JSON line {"per_replica_img_s": ...} (rank 0 only): the
 per-replica batch / the median step time after 5 warm-up steps.
@@ -81,11 +82,13 @@ def tensorflow(mode: str, batch: int, steps: int) -> list[float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    from runner.workload.harness.tf_harness import cpu_replica_threads
     from runner.workload.models import tf_impl
 
     replicas = 2 if mode == "mirrored" else 1
-    tf.config.threading.set_intra_op_parallelism_threads(replicas)
-    tf.config.threading.set_inter_op_parallelism_threads(replicas)
+    intra, inter = cpu_replica_threads(1, replicas)  # one thread per replica, as the harness's
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
     if replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)

@@ -46,3 +46,20 @@ def test_the_bare_ddp_loop_reports_and_exits():
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     assert len(lines) == 1 and json.loads(lines[0])["per_replica_img_s"] > 0
+
+
+def test_the_bare_mirrored_loop_reports():
+    """dp_bare.py's MirroredStrategy loop (the benchmark's TensorFlow baseline) runs its two
+    logical CPU replicas and prints its one JSON line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    argv = [sys.executable, str(REPO / "benchmarks" / "dp_bare.py"), "tensorflow", "mirrored", "8", "7"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1 and json.loads(lines[0])["per_replica_img_s"] > 0

@@ -143,10 +143,10 @@ def test_two_replicas_equal_one_process_over_the_global_batch(framework: str, pr
     else:
         assert parallel["wrapper"] == "tf.distribute.MirroredStrategy"
         assert [d.split("/")[-1] for d in parallel["devices"]] == ["device:CPU:0", "device:CPU:1"]
-        # one process for both replicas: an inter-op thread each (they run side by side), the
-        # intra-op pool as large as two PyTorch replica processes' together
-        assert settings["inter_op_threads"] == 2
-        assert threads == 2 * single["run_start"][0]["settings"]["intra_op_threads"]
+        # one process for both replicas: an inter-op thread each (they run side by side), which
+        # runs its replica's kernels; at one thread per replica no intra-op pool beside them
+        assert single["run_start"][0]["settings"]["intra_op_threads"] == 1
+        assert (settings["inter_op_threads"], threads) == (2, 1)
     assert "parallel" not in single["run_start"][0]["settings"]
 
 
@@ -389,3 +389,14 @@ def test_plan_cuda_replicas_follow_gpus(tmp_path: Path):
         with pytest.raises(SpecError) as e:
             plan(resources)
         assert e.value.field == field, e.value.describe()
+
+
+def test_tensorflow_cpu_replicas_get_as_many_threads_as_pytorch_replica_processes():
+    """An inter-op thread per replica runs its kernels; the intra-op pool holds the rest."""
+    pytest.importorskip("tensorflow")
+    from runner.workload.harness.tf_harness import cpu_replica_threads
+
+    assert cpu_replica_threads(1, 2) == (1, 2)  # kernels inline in each replica's thread
+    assert cpu_replica_threads(1, 4) == (1, 4)
+    assert cpu_replica_threads(2, 2) == (2, 2)  # 2 callers + a pool of 2 = 2 processes x 2 threads
+    assert cpu_replica_threads(4, 2) == (6, 2)
