@@ -9,6 +9,9 @@ Checks, all of them, reporting every problem rather than stopping at the first:
   RO-Crate records. A crate entry anywhere else (code/, runs/, `..`, an absolute path) is a
   problem and is never read;
 - the manifest has its required fields with the right types, and every run's files are listed;
+- the manifest and every listed JSON document whose shape runner.bundle.shapes declares read
+  as JSON of that shape (the fields readers walk: a wrong one would stop `diff` or `publish`);
+  when the manifest's shape is wrong, the checks that walk it (tables, facts) are skipped;
 - every fact the manifest states agrees with the hashed file it comes from (consistency.py);
 - every table is Parquet with exactly the declared columns and types, names itself and the
   manifest's schema version, and holds the number of rows the manifest says;
@@ -33,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from runner.audit.consistency import fact_disagreements
-from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_manifest
+from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_json_document, read_manifest
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, may_hold, tables_in
+from runner.bundle.shapes import shape_of, shape_problem
 from runner.errors import BundleError
 from runner.fileio import read_bounded
 from runner.fileio import sha256_file as hash_file  # re-exported: publish, tests and benchmarks use this name
@@ -54,6 +58,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "spec_sha256": str, "spec_file": str, "spec": dict, "redacted": bool, "runs": list, "tables": dict,
     "files": list, "fingerprint": dict,
 }
+WALKED = {"spec", "runs", "tables", "fingerprint", "files"}  # sections the checks iterate or dig into
 RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str, "framework": str, "sweep": str, "repeat": int, "seed": int, "status": str, "files": list,
 }
@@ -62,7 +67,7 @@ RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
 @dataclass(frozen=True)
 class Problem:
     path: str
-    kind: str  # changed | missing | extra | link | special | schema | manifest | fact | crate | digest | signature
+    kind: str  # changed | missing | extra | link | special | schema | manifest | shape | fact | crate | digest | signature
     detail: str
 
     def line(self) -> str:
@@ -127,14 +132,21 @@ def _not_regular(root: Path, rel: str) -> Problem | None:
 
 
 def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> list[Problem]:
+    """The manifest's own problems (the checks past a wrong section's type or shape cannot run)."""
     out = []
+    wrong = set()
     for name, kind in REQUIRED.items():
         value = manifest.get(name)
         if name not in manifest:
             out.append(Problem(MANIFEST, "manifest", f"lacks the required field `{name}`"))
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            wrong.add(name)
             out.append(Problem(MANIFEST, "manifest", f"field `{name}` is {type(value).__name__}, "
                                                      f"expected {getattr(kind, '__name__', kind)}"))
+    if wrong & WALKED:
+        return out  # the rest walks those sections
+    if (shape := shape_problem(MANIFEST, manifest)) is not None:
+        return [*out, Problem(MANIFEST, "shape", shape)]
     seen: set[str] = set()
     for entry in manifest.get("files", []):
         if entry["path"] in seen:
@@ -164,6 +176,24 @@ def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> list[Probl
     for name, info in tables.items():
         if info.get("path") not in listed:
             out.append(Problem(MANIFEST, "manifest", f"table {name} ({info.get('path')}) is not among the files"))
+    return out
+
+
+def _walkable(manifest: dict[str, Any]) -> bool:
+    """Whether the sections the table and fact checks walk have the types and shape they need."""
+    return (all(isinstance(manifest.get(name), REQUIRED[name]) for name in WALKED)
+            and shape_problem(MANIFEST, manifest) is None)
+
+
+def _document_problems(root: Path, trusted: set[str]) -> list[Problem]:
+    """Each hash-verified JSON document with a declared shape (runner.bundle.shapes) that does not
+    read as JSON of that shape: the readers that walk it would refuse the bundle."""
+    out = []
+    for rel in sorted(p for p in trusted if shape_of(p) is not None):
+        try:
+            read_json_document(root / rel)
+        except BundleError as e:
+            out.append(Problem(rel, "shape", e.message))
     return out
 
 
@@ -285,7 +315,7 @@ def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int
     """Verify a finished bundle; raises BundleError only when it cannot be read at all."""
     root = Path(path)
     start = time.perf_counter()
-    manifest = read_manifest(root)  # refuses: not a bundle, a linked manifest, newer schema, unsafe paths
+    manifest = read_manifest(root, check_shape=False)  # refuses: not a bundle, a link, newer schema, unsafe paths
     result = VerifyResult(root, digest=bundle_digest(manifest))
     entries = manifest["files"]
     listed = {e["path"] for e in entries}
@@ -318,10 +348,14 @@ def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int
             kind = "link" if (base / name).is_symlink() else "extra"
             result.problems.append(Problem(rel, kind, "not listed in the manifest"))
     result.problems.extend(_manifest_problems(manifest, listed))
-    result.problems.extend(_table_problems(root, manifest, bad))
-    disagreements, notes = fact_disagreements(root, manifest, listed, listed - bad)
-    result.problems.extend(Problem(MANIFEST, "fact", f"`{name}` is {detail}") for name, detail in disagreements)
-    result.notes.extend(notes)
+    result.problems.extend(_document_problems(root, listed - bad))
+    if _walkable(manifest):
+        result.problems.extend(_table_problems(root, manifest, bad))
+        disagreements, notes = fact_disagreements(root, manifest, listed, listed - bad)
+        result.problems.extend(Problem(MANIFEST, "fact", f"`{name}` is {detail}") for name, detail in disagreements)
+        result.notes.extend(notes)
+    else:
+        result.notes.append(f"{MANIFEST}: a section of the wrong type or shape: its tables and facts were not checked")
     if expect_digest is not None and expect_digest != result.digest:
         result.problems.append(Problem(MANIFEST, "digest", f"the bundle digest is {result.digest}, "
                                                            f"expected {expect_digest}"))

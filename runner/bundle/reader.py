@@ -3,7 +3,8 @@
 `read_bundle` checks that the bundle is finished (has a manifest), was written with a
 schema this runner reads (a newer one is refused), that every path the manifest names stays
 inside the bundle, that every listed file is there with its recorded size, and that each
-table reads as Parquet with the declared columns. `verify_bundle` also re-hashes every file.
+table reads as Parquet with the declared columns, and that each JSON document has the shape its
+readers rely on (runner.bundle.shapes). `verify_bundle` also re-hashes every file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from runner.bundle.fsutil import PARTIAL_SUFFIX, safe_member
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared
+from runner.bundle.shapes import shape_problem
 from runner.errors import BundleError, RunnerError
 from runner.fileio import canonical_sha256, read_bounded
 
@@ -27,6 +29,7 @@ FACTS_SINCE = 2  # the bundle schema that introduced FACTS_FILE
 MAX_MANIFEST_BYTES = 16 * 2**20  # ~100,000 file entries
 MAX_JSON_ITEMS = 1_000_000  # separators and containers: bounds what json.loads may build (< 100 MB)
 MAX_DOC_BYTES = 64 * 2**20  # any other JSON document of a bundle (environment, runs/<id>/*.json)
+SHAPE_FIX = "the bundle is corrupt or was edited: restore it from a good copy"
 
 
 def bundle_digest(manifest: dict[str, Any]) -> str:
@@ -58,11 +61,13 @@ class Bundle:
         return safe_member(self.path, rel, self.path / MANIFEST)
 
 
-def read_manifest(path: str | Path, *, check_entries: bool = True) -> dict[str, Any]:
+def read_manifest(path: str | Path, *, check_entries: bool = True, check_shape: bool = True) -> dict[str, Any]:
     """manifest.json of a finished bundle, refused when missing, not JSON, too new or malformed.
 
     check_entries=False skips the per-file checks (each entry's shape, paths inside the bundle):
     for readers that touch only a few of the files and check those themselves (report/load.py).
+    check_shape=False skips the sections' shapes (runner.bundle.shapes): for `bundle verify`,
+    which lists a wrong shape among its problems instead of refusing the bundle.
     """
     root = Path(path)
     if not root.is_dir():
@@ -89,6 +94,8 @@ def read_manifest(path: str | Path, *, check_entries: bool = True) -> dict[str, 
     tables = manifest.get("tables")
     if not isinstance(files, list) or not isinstance(tables, dict):
         raise BundleError("lacks its `files` list or `tables` map", file=mpath, fix="the bundle is corrupt")
+    if check_shape and (problem := shape_problem(MANIFEST, manifest)) is not None:
+        raise BundleError(problem, file=mpath, fix=SHAPE_FIX)
     if not check_entries:
         return manifest
     for entry in files:
@@ -121,11 +128,15 @@ def load_json_bytes(data: bytes, path: Path, error: type[RunnerError] = BundleEr
         raise error(f"is not valid JSON ({str(e)[:120]})", file=path, fix="the bundle is corrupt") from None
 
 
-def read_json_document(path: Path, max_bytes: int = MAX_DOC_BYTES) -> Any:
+def read_json_document(path: Path, max_bytes: int = MAX_DOC_BYTES, shaped: bool = True) -> Any:
     """A JSON document of a bundle: a regular file (not a link), at most `max_bytes`, parsed with
-    load_json_bytes's bounds; anything else is one BundleError line."""
-    return load_json_bytes(read_bounded(path, max_bytes, BundleError, what="bundle document", follow_links=False),
-                           path)
+    load_json_bytes's bounds and, `shaped`, of the shape runner.bundle.shapes declares for its
+    path; anything else is one BundleError line."""
+    doc = load_json_bytes(read_bounded(path, max_bytes, BundleError, what="bundle document", follow_links=False),
+                          path)
+    if shaped and (problem := shape_problem(path, doc)) is not None:
+        raise BundleError(problem, file=path, fix=SHAPE_FIX)
+    return doc
 
 
 def _check_files(root: Path, manifest: dict[str, Any]) -> None:

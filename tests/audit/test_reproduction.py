@@ -10,6 +10,7 @@ import pytest
 
 from runner.audit.reproduction import MISS, MISSING, PASS, SKIP, compare_runs, report_json
 from runner.audit.tolerances import TOLERANCES
+from runner.errors import BundleError
 from tests.audit.synth import IMAGE_IDS, default_values, make_bundle, make_plan
 from tests.audit.test_verify import SMALL
 
@@ -293,11 +294,15 @@ def test_bit_identity_is_a_same_cpu_promise(original, tmp_path, model, flags, sa
 
 def test_a_cpu_record_of_another_shape_is_no_crash(original, tmp_path):
     env = _on_cpu("AMD EPYC", ["avx"])
-    env["host"]["cpu"] |= {"flags": "avx"}  # not a list
     env["host"]["cpu"].pop("model")
-    odd = make_bundle(tmp_path, spec=SMALL, env=env)
+    env["host"]["cpu"]["frequency_mhz"] = None
+    odd = make_bundle(tmp_path / "odd", spec=SMALL, env=env)
     report = compare_runs(original, odd)  # the CPU is unknown there: the strict rule stays
     assert {c.verdict for c in checks(report, "step_losses")} == {PASS}
+    env["host"]["cpu"] |= {"flags": "avx"}  # not a list: the bundle is refused, one line naming the field
+    wrong = make_bundle(tmp_path / "wrong", spec=SMALL, env=env)
+    with pytest.raises(BundleError, match=r"host\.json: cpu\.flags is a string, expected a list"):
+        compare_runs(original, wrong)
 
 
 def test_runs_placed_on_nodes_are_judged_by_their_nodes_cpus(original, tmp_path):
