@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.audit.consistency import fact_disagreements
-from runner.bundle.reader import MANIFEST, bundle_digest, load_json_bytes, read_json_document, read_manifest
+from runner.bundle.reader import KEY_COLUMN, MANIFEST, bundle_digest, load_json_bytes, read_json_document, read_manifest
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, may_hold, tables_in
 from runner.bundle.shapes import shape_of, shape_problem
 from runner.errors import BundleError
@@ -241,8 +241,12 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
                                               f"the manifest says {version.decode()}"))
         if isinstance(info.get("rows"), int) and pf.metadata.num_rows != info["rows"]:
             out.append(Problem(rel, "schema", f"holds {pf.metadata.num_rows} rows, the manifest says {info['rows']}"))
-        if name == "runs" and "run_id" in schema.names:
-            run_ids = pf.read(columns=["run_id"]).column("run_id").to_pylist()
+        if KEY_COLUMN in schema.names:
+            keys = pf.read(columns=[KEY_COLUMN]).column(KEY_COLUMN)
+            if keys.null_count:
+                out.append(Problem(rel, "schema", f"has {keys.null_count} row(s) with no {KEY_COLUMN}"))
+            if name == "runs":
+                run_ids = keys.to_pylist()
     if run_ids is not None:
         listed = [r.get("id") for r in manifest.get("runs") or [] if isinstance(r, dict)]
         if sorted(map(str, run_ids)) != sorted(map(str, listed)):

@@ -30,6 +30,18 @@ MAX_MANIFEST_BYTES = 16 * 2**20  # ~100,000 file entries
 MAX_JSON_ITEMS = 1_000_000  # separators and containers: bounds what json.loads may build (< 100 MB)
 MAX_DOC_BYTES = 64 * 2**20  # any other JSON document of a bundle (environment, runs/<id>/*.json)
 SHAPE_FIX = "the bundle is corrupt or was edited: restore it from a good copy"
+KEY_COLUMN = "run_id"  # every row of every table names its run
+
+
+def unkeyed_rows(table: pa.Table) -> int:
+    """Rows that name no run (a null run_id): no reader can place them, so a table holding any is refused."""
+    return table.column(KEY_COLUMN).null_count if KEY_COLUMN in table.schema.names else 0
+
+
+def check_keyed(table: pa.Table, path: Path, name: str) -> pa.Table:
+    if n := unkeyed_rows(table):
+        raise BundleError(f"has {n} row(s) with no {KEY_COLUMN}", file=path, field=name, fix=SHAPE_FIX)
+    return table
 
 
 def bundle_digest(manifest: dict[str, Any]) -> str:
@@ -168,7 +180,7 @@ def _read_table(root: Path, name: str, rel: str, version: int = BUNDLE_SCHEMA_VE
             if not table.schema.field(f.name).type.equals(f.type):
                 raise BundleError(f"column {f.name} is {table.schema.field(f.name).type}, declared {f.type}",
                                   file=full, field=name)
-    return table
+    return check_keyed(table, full, name)
 
 
 def read_bundle(path: str | Path, tables: list[str] | None = None) -> Bundle:

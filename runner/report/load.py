@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner.bundle.fsutil import safe_member
-from runner.bundle.reader import MANIFEST, read_manifest
+from runner.bundle.reader import MANIFEST, check_keyed, read_manifest
 from runner.bundle.schemas import TABLES as DECLARED
 from runner.errors import BundleError, UsageError
 
@@ -95,7 +95,7 @@ def read_tables(root: Path, names: list[str],
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise BundleError(f"cannot be read as Parquet (truncated or corrupt: {first})", file=full,
                               fix="restore the bundle from a good copy") from None
-        out[name] = table
+        out[name] = check_keyed(table, full, name)
     return manifest, out
 
 

@@ -14,6 +14,14 @@ from runner.errors import RunnerError
 from runner.report.model import Cell, ReportTable
 from runner.report.tables import Report
 
+# A figure stays a figure whatever the bundle holds (an edited one may hold a 10,000-character grid
+# point, a sweep may hold hundreds of configurations): labels are cut for display (the groups keep
+# their full labels, so none merge), and a figure draws at most this many panels or bar groups, its
+# title saying so. The tables (Markdown, CSV, HTML) keep everything.
+MAX_LABEL = 80
+MAX_PANELS = 12
+MAX_GROUPS = 40
+
 _CONFIG_KEYS = ("experiment", "model", "dataset", "variant", "accelerator", "sweep", "epochs", "batch_size",
                 "optimizer", "lr", "params_json")
 
@@ -36,6 +44,14 @@ def _label(row: dict[str, Any], table: ReportTable, skip: tuple[str, ...]) -> st
     keys = [c.key for c in table.columns if c.key in _CONFIG_KEYS and c.key not in skip
             and len({str(r.get(c.key)) for r in ours}) > 1]
     return ", ".join(f"{k}={row.get(k)}" for k in keys if row.get(k) not in (None, ""))
+
+
+def _shown(label: str) -> str:
+    return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1] + "\u2026"
+
+
+def _title(title: str, drawn: int, total: int, what: str) -> str:
+    return title if drawn == total else f"{title} (the first {drawn} of {total} {what}; all in the table)"
 
 
 def _is_ref(row: dict[str, Any]) -> bool:
@@ -72,9 +88,12 @@ def _lines(table: ReportTable, frameworks: list[str], x_key: str, metric: str, x
                 (float(row[x_key]), cell.point * scale, lo * scale, hi * scale))
     if not panels:
         return None
-    n = len(panels)
+    drawn = sorted(panels.items())[:MAX_PANELS]
+    n = len(drawn)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6), squeeze=False)
-    for ax, (panel, series) in zip(axes[0], sorted(panels.items()), strict=True):
+    if n < len(panels):
+        fig.suptitle(_title(table.title, n, len(panels), "configurations"), fontsize=10)
+    for ax, (panel, series) in zip(axes[0], drawn, strict=True):
         for (fw, ref), points in sorted(series.items()):
             points.sort()
             xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -91,7 +110,7 @@ def _lines(table: ReportTable, frameworks: list[str], x_key: str, metric: str, x
             ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(panel or table.title, fontsize=9)
+        ax.set_title(_shown(panel) or table.title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     data = _png(fig)
@@ -119,7 +138,7 @@ def _bars(table: ReportTable, frameworks: list[str], metric: str, ylabel: str, s
                 groups.setdefault(label, {})[fw] = (cell.point * scale, lo * scale, hi * scale)
     if not groups:
         return None
-    labels = list(groups)
+    labels = list(groups)[:MAX_GROUPS]
     width = 0.8 / max(len(frameworks), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) * max(len(frameworks), 1) * 0.6 + 2), 3.8))
     for i, fw in enumerate(frameworks):
@@ -132,9 +151,9 @@ def _bars(table: ReportTable, frameworks: list[str], metric: str, ylabel: str, s
         if rx:
             ax.plot(rx, ry, "D", mfc="none", color="black", label=f"{fw} (study)")
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels([lb or "all" for lb in labels], rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels([_shown(lb) or "all" for lb in labels], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(table.title, fontsize=10)
+    ax.set_title(_title(table.title, len(labels), len(groups), "configurations"), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     data = _png(fig)

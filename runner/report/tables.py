@@ -74,9 +74,12 @@ def _config(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _params_text(params_json: str | None) -> str:
+    """The grid point as `k=v` text; anything but a JSON object (an edited bundle) as it stands."""
     try:
         params = json.loads(params_json or "{}")
     except ValueError:
+        return str(params_json)
+    if not isinstance(params, dict):
         return str(params_json)
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in _SHOWN_PARAMS)
 

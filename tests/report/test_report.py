@@ -181,3 +181,34 @@ def test_bad_bundles_are_refused_with_one_line(bundle, tmp_path, cli):
     (escaping / "manifest.json").write_text(json.dumps(m))
     out = cli("compare", escaping)
     assert out.code == 2 and "unsafe path" in out.err
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    import struct
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])  # the IHDR chunk: width, height
+
+
+def test_figures_stay_figures_whatever_the_rows_hold():
+    """A 10,000-character grid point (an edited bundle) or hundreds of configurations (a big sweep):
+    labels are cut for display and a figure draws at most MAX_GROUPS bar groups / MAX_PANELS panels,
+    so its size and the time to draw it stay bounded (a 10,000-character label took 94 s)."""
+    pytest.importorskip("matplotlib")
+    from runner.report import plots
+    from runner.report.model import Cell, Column, ReportTable
+
+    cols = [Column("params_json", "grid point"), Column("batch_size", "batch", kind="int"),
+            Column("pytorch|acc", "acc", kind="cell")]
+    long = ReportTable("summary", "long", cols, rows=[
+        {"source": "ours", "params_json": "x" * 10_000, "pytorch|acc": Cell(value=0.5)},
+        {"source": "ours", "params_json": "y" * 10_000, "pytorch|acc": Cell(value=0.6)}])
+    width, height = _png_size(plots._bars(long, ["pytorch"], "acc", "accuracy"))
+    assert width < 1500 and height < 1500
+    many = ReportTable("summary", "many", cols, rows=[
+        {"source": "ours", "params_json": f"lr={i}", "batch_size": b, "pytorch|acc": Cell(value=0.5)}
+        for i in range(300) for b in (32, 64)])
+    width, _ = _png_size(plots._bars(many, ["pytorch"], "acc", "accuracy"))
+    assert width < 110 * (1.2 * plots.MAX_GROUPS * 0.6 + 2) + 400  # the figure of MAX_GROUPS groups
+    width, _ = _png_size(plots._lines(many, ["pytorch"], "batch_size", "acc", "batch", "accuracy", ()))
+    assert width < 110 * 5 * plots.MAX_PANELS + 400
