@@ -50,12 +50,17 @@ def recorded_runs(bundle: Path) -> list[RecordedRun]:
     """The bundle's runs (from runs.parquet) with their run.json, read bounded (the bundle is verified)."""
     import pyarrow.parquet as pq
 
-    from runner.bundle.reader import read_json_document, read_manifest
+    from runner.bundle.reader import SHAPE_FIX, read_json_document, read_manifest
+    from runner.errors import BundleError
 
     listed = {f["path"] for f in read_manifest(bundle)["files"]}
     columns = ["run_id", "framework", "sweep", "params_json", "repeat", "seed"]
     out = []
-    for row in pq.read_table(bundle / "tables" / "runs.parquet", columns=columns).to_pylist():
+    table = bundle / "tables" / "runs.parquet"
+    for row in pq.read_table(table, columns=columns).to_pylist():
+        if (missing := next((c for c in columns if c != "params_json" and row[c] is None), None)) is not None:
+            raise BundleError(f"run {row['run_id']} has no {missing} (null)", file=table, field=missing,
+                              fix=SHAPE_FIX)
         rel = f"runs/{row['run_id']}/run.json"
         config = read_json_document(bundle / rel) if rel in listed else None
         key = run_key(row["framework"], row["sweep"], row["params_json"] or "{}", row["repeat"], row["seed"])

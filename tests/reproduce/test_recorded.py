@@ -77,3 +77,24 @@ def test_config_differences_names_paths():
     assert config_differences({"a": [1, 2]}, {"a": [1, 2]}) == ([], [])
     assert config_differences({"gone": 1}, {}) == (["gone"], [])
     assert json.dumps(run_key("pytorch", "main", {"b": 1, "a": 2}, 0, 0)[2]) == json.dumps('{"a": 2, "b": 1}')
+
+
+def test_a_recorded_run_with_a_null_key_column_is_refused_naming_it(tmp_path):
+    """An edited bundle's runs table: a null repeat (or seed, framework, sweep) cannot be matched to
+    today's plan; one BundleError naming the table and the column, not a TypeError from int()."""
+    import pytest
+
+    from runner.errors import BundleError
+    from runner.reproduce.recorded import recorded_runs
+    from tests.audit.cli_helpers import ensure_registered
+    from tests.audit.synth import make_bundle
+    from tests.audit.test_bundle_table_values import with_value
+    from tests.audit.test_verify import SMALL
+
+    ensure_registered()
+    bundle = make_bundle(tmp_path / "b", spec=SMALL)
+    assert len(recorded_runs(bundle)) == 2
+    for column in ("repeat", "seed", "framework", "sweep"):
+        edited = with_value(bundle, tmp_path / column, "runs", column, None)
+        with pytest.raises(BundleError, match=rf"runs\.parquet: {column}: run \S+ has no {column} \(null\)"):
+            recorded_runs(edited)
