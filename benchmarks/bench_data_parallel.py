@@ -21,9 +21,10 @@ each other cost about the same at any batch, so the ratio rises with the batch; 
 
 Beside it, the same comparison with BARE loops (`dp_bare.py`: a plain DDP loop over gloo, a plain
 MirroredStrategy loop; no harness): what data parallelism reaches on this machine at all, and the
-harness's data-parallel throughput as a fraction of the bare one. And what the machine allows: two INDEPENDENT single processes at once (no
-communication) vs one alone, and data parallel vs those two: the first is the hardware's share
-(cores, memory bandwidth, a VM's vCPUs), the second what data parallelism itself costs. Needs two
+harness's data-parallel throughput as a fraction of the bare one. And what the machine allows:
+two INDEPENDENT single processes at once (no communication) vs one alone, and data parallel vs
+those two: the first is the hardware's share (cores, memory bandwidth, a VM's vCPUs), the second
+what data parallelism itself costs. Needs two
 free cores: on a shared machine the replicas compete with the neighbours, and that shows in the
 figure (the host's load average is printed beside it).
 """

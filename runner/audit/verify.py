@@ -67,7 +67,8 @@ RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
 @dataclass(frozen=True)
 class Problem:
     path: str
-    kind: str  # changed | missing | extra | link | special | schema | manifest | shape | fact | crate | digest | signature
+    # changed | missing | extra | link | special | schema | manifest | shape | fact | crate | digest | signature
+    kind: str
     detail: str
 
     def line(self) -> str:

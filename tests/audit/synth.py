@@ -190,3 +190,17 @@ def make_bundle(root: Path, *, spec: str = SPEC, values: Callable[[Run], RunValu
                        telemetry=host_rows(*v.host_load) if v.host_load else None,
                        environment={"engine": "docker", "dataset_sha256": DATASET_SHA} | (run_env or {}))
     return writer.finalize()
+
+
+def rehash(bundle: Path, rel: str) -> None:
+    """Rewrite the manifest entry of `rel` (size, sha256) to match the file as it is now: an edited
+    bundle whose file hashes agree, so only what the file holds is wrong."""
+    import hashlib
+    import json
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == rel:
+            entry["size"] = (bundle / rel).stat().st_size
+            entry["sha256"] = hashlib.sha256((bundle / rel).read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))

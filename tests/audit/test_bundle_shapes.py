@@ -10,7 +10,6 @@ shape is wrong. Every command that reads bundles runs on each.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 import shutil
@@ -22,7 +21,7 @@ import pytest
 
 from runner.bundle.shapes import shape_of, shape_problem
 from tests.audit.cli_helpers import ensure_registered
-from tests.audit.synth import environment, make_bundle
+from tests.audit.synth import environment, make_bundle, rehash
 from tests.audit.test_verify import SMALL
 
 GPU = {"available": True, "count": 1, "driver_version": "580.65", "cuda_driver_version": "13.0",
@@ -74,12 +73,7 @@ def tampered(base: Path, work: Path, rel: str, doc: Any) -> Path:
     shutil.copytree(base, work)
     (work / rel).write_text(json.dumps(doc))
     if rel != "manifest.json":
-        manifest = json.loads((work / "manifest.json").read_text())
-        for entry in manifest["files"]:
-            if entry["path"] == rel:
-                entry["size"] = (work / rel).stat().st_size
-                entry["sha256"] = hashlib.sha256((work / rel).read_bytes()).hexdigest()
-        (work / "manifest.json").write_text(json.dumps(manifest))
+        rehash(work, rel)
     return work
 
 
@@ -94,7 +88,8 @@ def bundles(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_shape_problems_name_the_field_what_it_is_and_what_it_should_be():
     assert shape_problem("b/environment/host.json", {"cpu": 7}) == "cpu is a number, expected an object"
-    assert shape_problem("b/environment/host.json", {"cpu": {"flags": "avx"}}) == "cpu.flags is a string, expected a list"
+    assert shape_problem("b/environment/host.json", {"cpu": {"flags": "avx"}}) == \
+        "cpu.flags is a string, expected a list"
     assert shape_problem("b/environment/gpu.json", {"devices": [{"name": 3}]}) == \
         "devices[0].name is a number, expected a string"
     assert shape_problem("b/manifest.json", {"fingerprint": {"code": {"git": []}}}) == \

@@ -10,8 +10,6 @@ stays here; the other cases are the ones that crashed, and their neighbours.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
@@ -22,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.audit.cli_helpers import ensure_registered
-from tests.audit.synth import make_bundle
+from tests.audit.synth import make_bundle, rehash
 from tests.audit.test_verify import SMALL
 
 
@@ -44,12 +42,7 @@ def with_value(base: Path, work: Path, table: str, column: str, value: Any) -> P
     values[0] = value
     t = t.set_column(i, t.schema.field(i), pa.array(values, type=t.schema.field(i).type))
     pq.write_table(t.replace_schema_metadata(pq.read_schema(base / rel).metadata), work / rel)
-    manifest = json.loads((work / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == rel:
-            entry["size"] = (work / rel).stat().st_size
-            entry["sha256"] = hashlib.sha256((work / rel).read_bytes()).hexdigest()
-    (work / "manifest.json").write_text(json.dumps(manifest))
+    rehash(work, rel)
     return work
 
 
