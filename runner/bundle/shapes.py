@@ -35,9 +35,7 @@ class _Fingerprint(TypedDict, total=False):
 
 
 class _Spec(TypedDict, total=False):
-    references: list[Any] | None
-    sweeps: list[Any] | None
-    frameworks: list[Any] | None
+    references: list[Any] | None  # the rest of the spec is walked generically (diff's flatten)
 
 
 class _ManifestRun(TypedDict, total=False):
