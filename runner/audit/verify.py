@@ -132,22 +132,26 @@ def _not_regular(root: Path, rel: str) -> Problem | None:
     return None
 
 
-def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> list[Problem]:
-    """The manifest's own problems (the checks past a wrong section's type or shape cannot run)."""
+def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> tuple[list[Problem], bool]:
+    """(the manifest's own problems, whether the table and fact checks can walk it: the sections they
+    walk are there with their types and shape). Past a section of the wrong type or shape the
+    checks here stop too."""
     out = []
-    wrong = set()
+    wrong, absent = set(), set()
     for name, kind in REQUIRED.items():
         value = manifest.get(name)
         if name not in manifest:
+            absent.add(name)
             out.append(Problem(MANIFEST, "manifest", f"lacks the required field `{name}`"))
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             wrong.add(name)
             out.append(Problem(MANIFEST, "manifest", f"field `{name}` is {type(value).__name__}, "
                                                      f"expected {getattr(kind, '__name__', kind)}"))
     if wrong & WALKED:
-        return out  # the rest walks those sections
+        return out, False  # the rest walks those sections
     if (shape := shape_problem(MANIFEST, manifest)) is not None:
-        return [*out, Problem(MANIFEST, "shape", shape)]
+        return [*out, Problem(MANIFEST, "shape", shape)], False
+    walkable = not absent & WALKED
     seen: set[str] = set()
     for entry in manifest.get("files", []):
         if entry["path"] in seen:
@@ -177,13 +181,7 @@ def _manifest_problems(manifest: dict[str, Any], listed: set[str]) -> list[Probl
     for name, info in tables.items():
         if info.get("path") not in listed:
             out.append(Problem(MANIFEST, "manifest", f"table {name} ({info.get('path')}) is not among the files"))
-    return out
-
-
-def _walkable(manifest: dict[str, Any]) -> bool:
-    """Whether the sections the table and fact checks walk have the types and shape they need."""
-    return (all(isinstance(manifest.get(name), REQUIRED[name]) for name in WALKED)
-            and shape_problem(MANIFEST, manifest) is None)
+    return out, walkable
 
 
 def _document_problems(root: Path, trusted: set[str]) -> list[Problem]:
@@ -352,9 +350,10 @@ def verify_bundle(path: str | Path, public_key: Path | None = None, workers: int
                 continue
             kind = "link" if (base / name).is_symlink() else "extra"
             result.problems.append(Problem(rel, kind, "not listed in the manifest"))
-    result.problems.extend(_manifest_problems(manifest, listed))
+    manifest_problems, walkable = _manifest_problems(manifest, listed)
+    result.problems.extend(manifest_problems)
     result.problems.extend(_document_problems(root, listed - bad))
-    if _walkable(manifest):
+    if walkable:
         result.problems.extend(_table_problems(root, manifest, bad))
         disagreements, notes = fact_disagreements(root, manifest, listed, listed - bad)
         result.problems.extend(Problem(MANIFEST, "fact", f"`{name}` is {detail}") for name, detail in disagreements)

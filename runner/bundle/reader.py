@@ -33,13 +33,9 @@ SHAPE_FIX = "the bundle is corrupt or was edited: restore it from a good copy"
 KEY_COLUMN = "run_id"  # every row of every table names its run
 
 
-def unkeyed_rows(table: pa.Table) -> int:
-    """Rows that name no run (a null run_id): no reader can place them, so a table holding any is refused."""
-    return table.column(KEY_COLUMN).null_count if KEY_COLUMN in table.schema.names else 0
-
-
 def check_keyed(table: pa.Table, path: Path, name: str) -> pa.Table:
-    if n := unkeyed_rows(table):
+    """The table, refused when rows name no run (a null run_id): no reader can place them."""
+    if KEY_COLUMN in table.schema.names and (n := table.column(KEY_COLUMN).null_count):
         raise BundleError(f"has {n} row(s) with no {KEY_COLUMN}", file=path, field=name, fix=SHAPE_FIX)
     return table
 
