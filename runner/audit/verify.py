@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from runner.audit.consistency import fact_disagreements
-from runner.bundle.reader import KEY_COLUMN, MANIFEST, bundle_digest, load_json_bytes, read_json_document, read_manifest
+from runner.bundle.reader import (
+    KEY_COLUMN,
+    MANIFEST,
+    bundle_digest,
+    key_problem,
+    load_json_bytes,
+    read_json_document,
+    read_manifest,
+)
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared, may_hold, tables_in
 from runner.bundle.shapes import shape_of, shape_problem
 from runner.errors import BundleError
@@ -242,8 +250,8 @@ def _table_problems(root: Path, manifest: dict[str, Any], bad: set[str]) -> list
             out.append(Problem(rel, "schema", f"holds {pf.metadata.num_rows} rows, the manifest says {info['rows']}"))
         if KEY_COLUMN in schema.names:
             keys = pf.read(columns=[KEY_COLUMN]).column(KEY_COLUMN)
-            if keys.null_count:
-                out.append(Problem(rel, "schema", f"has {keys.null_count} row(s) with no {KEY_COLUMN}"))
+            if problem := key_problem(keys):
+                out.append(Problem(rel, "schema", problem))
             if name == "runs":
                 run_ids = keys.to_pylist()
     if run_ids is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runner.bundle.fsutil import PARTIAL_SUFFIX, safe_member
@@ -22,6 +23,7 @@ from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared
 from runner.bundle.shapes import shape_problem
 from runner.errors import BundleError, RunnerError
 from runner.fileio import canonical_sha256, read_bounded
+from runner.spec.run_id import RUN_ID_FORM, RUN_ID_PATTERN
 
 MANIFEST = "manifest.json"
 FACTS_FILE = "bundle.json"  # schema 2+: every manifest field but `files`, itself listed (hashed) in `files`
@@ -33,10 +35,25 @@ SHAPE_FIX = "the bundle is corrupt or was edited: restore it from a good copy"
 KEY_COLUMN = "run_id"  # every row of every table names its run
 
 
+def key_problem(keys: pa.ChunkedArray | pa.Array) -> str | None:
+    """What is wrong with a table's run_id column, or None: a row that names no run (null) cannot
+    be placed; an id not of the planner's form (spec.run_id) would be built into paths and names."""
+    if n := keys.null_count:
+        return f"has {n} row(s) with no {KEY_COLUMN}"
+    if not pa.types.is_string(keys.type) or not len(keys):
+        return None
+    bad = pc.invert(pc.match_substring_regex(keys, RUN_ID_PATTERN))
+    if n := pc.sum(bad).as_py():
+        first = keys.filter(bad)[0].as_py()
+        shown = repr(first[:40]) + ("..." if len(first) > 40 else "")
+        return f"has {n} row(s) whose {KEY_COLUMN} is not a run id ({RUN_ID_FORM}), first {shown}"
+    return None
+
+
 def check_keyed(table: pa.Table, path: Path, name: str) -> pa.Table:
-    """The table, refused when rows name no run (a null run_id): no reader can place them."""
-    if KEY_COLUMN in table.schema.names and (n := table.column(KEY_COLUMN).null_count):
-        raise BundleError(f"has {n} row(s) with no {KEY_COLUMN}", file=path, field=name, fix=SHAPE_FIX)
+    """The table, refused when a row's run_id is null or not a run id (key_problem)."""
+    if KEY_COLUMN in table.schema.names and (problem := key_problem(table.column(KEY_COLUMN))):
+        raise BundleError(problem, file=path, field=name, fix=SHAPE_FIX)
     return table
 
 

@@ -14,12 +14,15 @@ TypedDict support gives absent-or-typed fields and the failing field's path for 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12
 
+from runner.spec.run_id import RUN_ID_FORM, RUN_ID_PATTERN
+
 Obj = dict[str, Any]
+RunId = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]  # it names paths: runs/<id>/
 
 
 class _FingerprintCode(TypedDict, total=False):
@@ -39,6 +42,7 @@ class _Spec(TypedDict, total=False):
 
 
 class _ManifestRun(TypedDict, total=False):
+    id: RunId
     files: list[str]
 
 
@@ -123,7 +127,8 @@ _ADAPTERS = {pattern: TypeAdapter(shape) for pattern, shape in SHAPES}
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a number",
                float: "a number", type(None): "null"}
 _EXPECTED = {"dict_type": "an object", "typed_dict_type": "an object", "list_type": "a list",
-             "string_type": "a string"}
+             "string_type": "a string", "string_pattern_mismatch": f"a run id ({RUN_ID_FORM})"}
+MAX_SHOWN_CHARS = 40
 
 
 def shape_of(path: str | PurePosixPath) -> str | None:
@@ -144,6 +149,8 @@ def shape_problem(path: str | PurePosixPath, doc: Any) -> str | None:
         err = e.errors()[0]
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]).lstrip(".")
         got = _JSON_TYPES.get(type(err["input"]), type(err["input"]).__name__)
+        if err["type"] == "string_pattern_mismatch":  # the value says more than its type
+            got = repr(err["input"][:MAX_SHOWN_CHARS]) + ("..." if len(err["input"]) > MAX_SHOWN_CHARS else "")
         want = _EXPECTED.get(err["type"], err["msg"].lower())
         return f"{where or 'the document'} is {got}, expected {want}"
     return None

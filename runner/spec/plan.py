@@ -22,6 +22,7 @@ from runner.fileio import canonical_json, canonical_sha256
 from runner.spec.limits import MAX_RUNS  # noqa: F401 - re-exported
 from runner.spec.load import Loc, load_experiment, nearest_line, shorten, validation_to_spec_error
 from runner.spec.model import Experiment, Recipe
+from runner.spec.run_id import make_run_id
 
 PLAN_SCHEMA = 1
 
@@ -149,7 +150,7 @@ def plan_experiment(exp: Experiment, spec_path: Path, lines: dict[Loc, int] | No
                 for repeat in range(exp.repeats):
                     seed = exp.seed + repeat
                     resolved = common | {"framework": framework.value, "seed": seed, "recipe": recipe}
-                    run_id = f"{framework.value[:2]}-{run_hash(common_json, recipe_json, framework.value, seed)}"
+                    run_id = make_run_id(framework.value, run_hash(common_json, recipe_json, framework.value, seed))
                     if run_id in seen:
                         raise SpecError(f"sweeps '{seen[run_id]}' and '{name}' produce the same run",
                                         file=spec_path, field="sweeps", fix="remove the duplicate grid point")
