@@ -97,6 +97,12 @@ def _runs_rows(root: Path, manifest: dict[str, Any], trusted: set[str]) -> dict[
     return {str(r.get("run_id")): r for r in rows}
 
 
+def _is_only(value: Any, seen: set[Any]) -> bool:
+    """Whether the table's values `seen` are exactly the manifest's `value` (which, in an edited
+    manifest, may be a list or an object: never equal, and never hashed)."""
+    return isinstance(value, (str, int, float, bool, type(None))) and seen == {value}
+
+
 def _against_runs_table(manifest: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[Disagreement]:
     out = []
     for run in manifest.get("runs") or []:
@@ -114,10 +120,10 @@ def _against_runs_table(manifest: dict[str, Any], rows: dict[str, dict[str, Any]
                                                                                   dict) else {}
     for name, column in expected.items():
         seen = {r[column] for r in rows.values() if column in r}
-        if seen and seen != {manifest.get(name)}:
+        if seen and not _is_only(manifest.get(name), seen):
             out.append((name, f"{_show(manifest.get(name))}, tables/runs.parquet says {_show(sorted(map(str, seen)))}"))
     seen = {r["code_tree_sha256"] for r in rows.values() if "code_tree_sha256" in r}
-    if seen and isinstance(code, dict) and seen != {code.get("tree_sha256")}:
+    if seen and isinstance(code, dict) and not _is_only(code.get("tree_sha256"), seen):
         out.append(("fingerprint.code.tree_sha256", f"{_show(code.get('tree_sha256'))}, tables/runs.parquet says "
                                                     f"{_show(sorted(map(str, seen)))}"))
     return out

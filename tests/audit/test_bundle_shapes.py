@@ -3,8 +3,8 @@
 
 The corpus: every JSON document of a bundle (manifest, bundle.json, environment/*, runs/<id>/*),
 each container and each shallow leaf in turn replaced by a value of another JSON type (a number,
-a string), and each document replaced by a list, then re-hashed into the manifest so only the
-shape is wrong. Every command that reads bundles runs on each.
+a string; a top-level text field also by a list), and each document replaced by a list, then
+re-hashed into the manifest so only the shape is wrong. Every command that reads bundles runs on each.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def mutations(doc: Any, rel: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{label}='x'", _set(doc, path, "x")
         elif len(path) <= 3 and isinstance(value, str):
             yield f"{label}=7", _set(doc, path, 7)
+            if len(path) == 1:  # a top-level text field as a container (unhashable where it is compared)
+                yield f"{label}=[]", _set(doc, path, [])
         elif len(path) <= 3 and isinstance(value, (int, float)) and not isinstance(value, bool):
             yield f"{label}='x'", _set(doc, path, "x")
 
