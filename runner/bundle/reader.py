@@ -138,12 +138,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def load_json_bytes(data: bytes, path: Path, error: type[RunnerError] = BundleError) -> Any:
+def load_json_bytes(data: bytes, path: Path, error: type[RunnerError] = BundleError,
+                    max_items: int = MAX_JSON_ITEMS) -> Any:
     """JSON from a bundle file: NaN/Infinity, nesting too deep to parse and more items than a bundle
     document holds (counted on the bytes before parsing: memory stays bounded) are one-line refusals."""
     items = sum(data.count(c) for c in (b",", b":", b"[", b"{"))
-    if items > MAX_JSON_ITEMS:
-        raise error(f"holds about {items:,} JSON items, more than the {MAX_JSON_ITEMS:,} a bundle document may",
+    if items > max_items:
+        raise error(f"holds about {items:,} JSON items, more than the {max_items:,} a bundle document may",
                     file=path, fix="the bundle is corrupt or not a runner bundle")
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)

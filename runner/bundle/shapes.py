@@ -141,10 +141,13 @@ def shape_problem(path: str | PurePosixPath, doc: Any) -> str | None:
     """None when `doc` has the shape declared for `path` (or none is declared), else one line:
     the first wrong field, what it is and what it should be."""
     pattern = shape_of(path)
-    if pattern is None:
-        return None
+    return None if pattern is None else shape_problem_of(_ADAPTERS[pattern], doc)
+
+
+def shape_problem_of(adapter: TypeAdapter, doc: Any) -> str | None:
+    """None when `doc` validates (strictly) against `adapter`, else its first wrong field in one line."""
     try:
-        _ADAPTERS[pattern].validate_python(doc, strict=True)
+        adapter.validate_python(doc, strict=True)
     except ValidationError as e:
         err = e.errors()[0]
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]).lstrip(".")

@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +42,16 @@ import pyarrow.parquet as pq
 import runner
 from runner.bundle.events import EventLog, parse_events, read_events
 from runner.bundle.fsutil import PARTIAL_SUFFIX, fsync_dir, json_bytes, sha256_file, write_atomic
-from runner.bundle.reader import FACTS_FILE
+from runner.bundle.partial_state import (
+    ENV_NAME,
+    FIX,
+    FRAGMENT_TABLES,
+    FRAGMENTS,
+    STATE_FILE,
+    STATE_SCHEMA,
+    read_state,
+)
+from runner.bundle.reader import FACTS_FILE, read_json_document
 from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, RUNS, TABLES, table_from_rows
 from runner.bundle.summary import FAILED, NOT_RUN, OK, run_rows
 from runner.errors import BundleError
@@ -56,14 +64,9 @@ from runner.telemetry.summary import gpu_energy_j, host_load_summary, throttle_f
 if TYPE_CHECKING:  # the writer only reads attributes; pydantic stays unimported for readers
     from runner.spec.plan import Plan, Run
 
-STATE_FILE = ".state.json"
 LOCK_FILE = ".lock"
-FRAGMENTS = ".fragments"
-FRAGMENT_TABLES = ("epochs", "steps", "latency", "inference", "telemetry")
-STATE_SCHEMA = 1
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd"}
 RUN_FILES = ("result.json", "run.json")
-_ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)?$")
 
 
 def bundle_name(spec_hash: str, now: datetime | None = None) -> str:
@@ -127,27 +130,46 @@ class BundleWriter:
         writer._save_state()
         return writer
 
-    @classmethod
-    def resume(cls, partial: str | Path, redaction: Redaction, plan: Plan | None = None, *,
-               fsync: bool = True) -> BundleWriter:
-        """Reopen an interrupted bundle; runs whose files are all present count as complete."""
+    @staticmethod
+    def check_resumable(partial: str | Path, redaction: Redaction, plan: Plan | None = None) -> dict[str, Any]:
+        """The state of an interrupted bundle that `resume` would reopen, or one BundleError line:
+        not a partial folder, a state edited or damaged (partial_state.read_state), another spec,
+        another plan of it, or the other redaction setting. Takes no lock and writes nothing."""
         partial = Path(partial)
         state_path = partial / STATE_FILE
         if not partial.name.endswith(PARTIAL_SUFFIX) or not state_path.is_file():
             raise BundleError("is not an interrupted bundle (no .partial folder with its state)", file=partial,
                               fix="give the <bundle>.partial folder that an interrupted run left")
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as e:
-            raise BundleError(f"state cannot be read: {e}", file=state_path) from None
-        if state.get("state_schema") != STATE_SCHEMA:
-            raise BundleError("was written by another version of runner", file=state_path,
-                              fix="finish it with the runner version that started it, or start afresh")
-        if plan is not None and plan.spec_hash != state.get("spec_sha256"):
+        state = read_state(partial)
+        if plan is None:
+            return state
+        if plan.spec_hash != state["spec_sha256"]:
             raise BundleError("was started from a different spec", file=partial,
                               fix="resume with the same spec file, or start a new bundle")
+        if state["redacted"] != redaction.enabled:
+            raise BundleError(f"was written with redaction {'on' if state['redacted'] else 'off'}", file=partial,
+                              fix="resume it " + ("without" if state["redacted"] else "with") + " --no-redact")
+        if state["spec"] != redaction(plan.experiment.model_dump(mode="json")) or \
+                state["plan"] != [redaction(_plan_row(run)) for run in plan.runs]:
+            raise BundleError("was planned differently from this spec's plan today (another runner version, "
+                              "or an edited state)", file=state_path, fix=FIX)
+        return state
+
+    @classmethod
+    def resume(cls, partial: str | Path, redaction: Redaction, plan: Plan | None = None, *,
+               fsync: bool = True) -> BundleWriter:
+        """Reopen an interrupted bundle (check_resumable); runs whose files are all present count as complete."""
+        partial = Path(partial)
+        state_path = partial / STATE_FILE
+        state = cls.check_resumable(partial, redaction, plan)
         writer = cls(partial, state, redaction, fsync)
         writer._lock()
+        try:  # what finalize will make of the recorded runs, made now: a bad summary fails here, not at the end
+            writer._runs_table()
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            writer._unlock()
+            raise BundleError(f"its recorded runs do not make a runs table ({str(e).splitlines()[0][:120]})",
+                              file=state_path, fix=FIX) from None
         for run_id in list(state["runs"]):
             if not writer._run_files_present(run_id):
                 del state["runs"][run_id]  # half-written: it will run again
@@ -172,7 +194,7 @@ class BundleWriter:
 
         A `packages` list in `data` (a pip freeze) is also written as `<name>.pip-freeze.txt`.
         """
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             raise ValueError(f"environment name {name!r}: lowercase words, at most one '/'")
         clean = self.redaction(data)
         self._write(f"environment/{name}.json", json_bytes(clean))
@@ -352,7 +374,8 @@ class BundleWriter:
     def _environment(self, name: str) -> dict[str, Any]:
         if name not in self.state["environment"]:
             return {}
-        return json.loads((self.partial / f"environment/{name}.json").read_text(encoding="utf-8"))
+        doc = read_json_document(self.partial / f"environment/{name}.json")  # bounded: a resumed folder is input
+        return doc if isinstance(doc, dict) else {}
 
     def _row_environment(self) -> dict[str, Any]:
         code = self.state["code"] or {}

@@ -352,6 +352,11 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
     if rerun is not None:
         plan = _bind_rerun(plan, rerun, console)
     spec_text = Path(spec_path).read_text(encoding="utf-8")
+    if opts.resume is not None:  # a partial bundle that cannot be resumed: one line before anything is done
+        from runner.bundle.writer import BundleWriter
+        from runner.fingerprint.redact import Redaction
+
+        BundleWriter.check_resumable(opts.resume, Redaction.for_this_machine(enabled=opts.redact), plan)
     exp = plan.experiment
     engine_choice = exp.execution.engine if opts.engine == "spec" else opts.engine
     engine = _select_engine(engine_choice, console)
