@@ -22,7 +22,7 @@ def check_engine() -> tuple[Check, object | None]:
     from runner.errors import EngineError
 
     try:
-        client = connect(timeout=10)
+        client = connect(answer_within=10)
         version = client.version()
     except EngineError as e:
         return Check("container engine", "FAIL", e.message, e.fix or ""), None

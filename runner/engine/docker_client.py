@@ -46,21 +46,28 @@ def short_reason(exc: BaseException) -> str:
     return text if len(text) <= 240 else text[:237] + "..."
 
 
-def connect(timeout: float = DEFAULT_TIMEOUT, base_url: str | None = None) -> docker.DockerClient:
+def connect(timeout: float = DEFAULT_TIMEOUT, base_url: str | None = None,
+            answer_within: float | None = None) -> docker.DockerClient:
     """A client for the engine at `base_url` (default: DOCKER_HOST, else the local socket).
 
-    Raises EngineError with the fix when nothing answers.
+    answer_within: seconds the first ping may take (a quick "no engine" where none runs); the
+    client's requests afterwards may stay silent for `timeout` (a 1 GB `docker save` on a busy
+    machine is silent for longer than a ping should be: with one short timeout for both,
+    `--ship-images` failed its export on a loaded 2-core machine). Raises EngineError with the fix
+    when nothing answers.
     """
     import docker
     import docker.errors
 
     where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    first = int(answer_within if answer_within is not None else timeout)
     try:
         if base_url is not None:
-            client = docker.DockerClient(base_url=base_url, timeout=int(timeout))
+            client = docker.DockerClient(base_url=base_url, timeout=first)
         else:
-            client = docker.from_env(timeout=int(timeout))
+            client = docker.from_env(timeout=first)
         client.ping()
+        client.api.timeout = int(timeout)  # the SDK reads it on every request
     except docker.errors.DockerException as e:
         raise EngineError(f"no container engine answers at {where}: {short_reason(e)}",
                           fix=START_ENGINE_FIX) from None

@@ -80,7 +80,7 @@ def node_engine(name: str):
         from runner.engine.docker_client import connect
         from runner.engine.docker_engine import DockerEngine
 
-        return DockerEngine(connect(timeout=30), stop_grace_s=NODE_STOP_GRACE_S)
+        return DockerEngine(connect(answer_within=30), stop_grace_s=NODE_STOP_GRACE_S)
     if name == "podman":  # the image is already in the node's podman storage (the session moved it)
         from runner.engine.podman_engine import PodmanEngine
 

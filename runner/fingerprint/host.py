@@ -179,7 +179,7 @@ def _connect() -> Any:
     from runner.errors import EngineError
 
     try:
-        return connect(timeout=5)
+        return connect(answer_within=5)
     except EngineError:
         return None
 

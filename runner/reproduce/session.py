@@ -235,12 +235,12 @@ def _select_engine(choice: str, console: Console) -> Engine:
 
         engine = PodmanEngine.connect()
         try:
-            engine.docker = connect(timeout=10)  # images are built by Docker and moved into podman
+            engine.docker = connect(answer_within=10)  # images are built by Docker and moved into podman
         except EngineError:
             console.print("[yellow]no Docker engine answers: podman builds and keeps the images in its own storage[/]")
         return engine
     try:
-        client = connect(timeout=10)
+        client = connect(answer_within=10)
     except EngineError:
         if choice == "docker":
             raise

@@ -101,3 +101,4 @@ def test_parse_bases():
 def test_label_instruction_quotes_and_escapes():
     text = label_instruction({"b": 'say "hi"', "a": "$HOME"})
     assert text.strip().splitlines()[-2:] == ['LABEL a="\\$HOME" \\', '      b="say \\"hi\\""']
+

@@ -116,7 +116,7 @@ def test_reproduce_with_ship_images_records_the_archive_and_where_each_node_foun
             "--executor", "slurm", "--ship-images", "--cache", str(cache), "--base", LOCAL_BASE]
     proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "archive for the nodes written" in proc.stdout
+    assert "archive for the nodes written" in proc.stdout, proc.stdout.splitlines()
     (bundle,) = [p for p in (tmp_path / "results" / "one-run").iterdir() if not p.name.endswith(".partial")]
     verify = subprocess.run([sys.executable, "-m", "runner.cli", "bundle", "verify", str(bundle)],
                             capture_output=True, text=True, cwd=tmp_path)
