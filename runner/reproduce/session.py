@@ -369,6 +369,9 @@ def reproduce_spec(spec_path: Path, opts: SessionOptions, max_runs: int | None =
         from runner.reproduce.gpu_check import check_gpus_here
 
         check_gpus_here(plan, Path(spec_path))
+        from runner.reproduce.cpu_check import check_cpu_here
+
+        check_cpu_here(plan, Path(spec_path))  # MXNet bf16: oneDNN's kernels need AVX-512 on this CPU
         check_limits = getattr(engine, "check_limits", None)  # rootless podman: a limit it would ignore
         if check_limits is not None:
             check_limits(plan)

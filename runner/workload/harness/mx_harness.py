@@ -85,6 +85,11 @@ class MXBackend:
         else:
             self.ctx = mx.cpu(0)
         amp_dtype = _AMP_DTYPES.get(t.precision)
+        if amp_dtype == "bfloat16" and not self.gpu:  # oneDNN's bf16 kernels: AVX-512 (runner.workload.cpu_isa)
+            from runner.workload.cpu_isa import cpu_flags, mxnet_bf16_refusal
+
+            if (why := mxnet_bf16_refusal(cpu_flags())) is not None:
+                raise RuntimeError(why)
         if amp_dtype is not None:  # must precede building the model: AMP patches the operator namespaces
             from mxnet.contrib import amp
 
