@@ -27,6 +27,7 @@ from runner.bundle.reader import verify_bundle
 from runner.bundle.writer import BundleWriter
 from runner.errors import BundleError
 from runner.fingerprint.redact import Redaction
+from tests.audit.test_bundle_shapes import _set
 from tests.bundle.bundle_helpers import make_plan, write_run
 from tests.helpers import files_under
 
@@ -82,15 +83,6 @@ def _paths(doc: Any, pre: tuple = (), depth: int = 0) -> Iterator[tuple]:
     for key, value in items:
         yield (*pre, key)
         yield from _paths(value, (*pre, key), depth + 1)
-
-
-def _set(doc: Any, path: tuple, value: Any) -> Any:
-    doc = copy.deepcopy(doc)
-    cur = doc
-    for key in path[:-1]:
-        cur = cur[key]
-    cur[path[-1]] = value
-    return doc
 
 
 def test_the_untouched_partial_resumes_into_a_bundle_that_verifies(interrupted, tmp_path):
