@@ -374,7 +374,9 @@ class BundleWriter:
     def _environment(self, name: str) -> dict[str, Any]:
         if name not in self.state["environment"]:
             return {}
-        doc = read_json_document(self.partial / f"environment/{name}.json")  # bounded: a resumed folder is input
+        # bounded (a resumed folder is input), not shape-checked: the readers of the finished bundle
+        # judge its shape; the writer never refuses to finish a bundle over it
+        doc = read_json_document(self.partial / f"environment/{name}.json", shaped=False)
         return doc if isinstance(doc, dict) else {}
 
     def _row_environment(self) -> dict[str, Any]:
