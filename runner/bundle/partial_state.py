@@ -129,6 +129,11 @@ def _consistency_problem(partial: Path, state: dict[str, Any]) -> str | None:
         if set(record["files"]) != own or len(record["files"]) != len(own):
             return (f"runs[{run_id}].files names {len(record['files'])} file(s), "
                     f"the state records {len(own)} of that run")
+        summary = record["summary"]
+        for field, column in (("status", "status"), ("reason", "failure_reason"), ("image_id", "image_id"),
+                              ("engine", "engine")):
+            if record[field] != summary.get(column):
+                return f"runs[{run_id}].{field} is {record[field]!r}, its summary says {summary.get(column)!r}"
     for table, by_run in state["fragments"].items():
         for run_id, rel in by_run.items():
             if run_id not in planned or rel != f"{FRAGMENTS}/{table}/{run_id}.parquet":
@@ -144,12 +149,6 @@ def _consistency_problem(partial: Path, state: dict[str, Any]) -> str | None:
     if state["spec"].get("name") != state["experiment"] or any(r["experiment"] != state["experiment"]
                                                                  for r in state["plan"]):
         return f"experiment {state['experiment'][:80]!r} is not the name its spec and plan give"
-    for run_id, record in state["runs"].items():
-        summary = record["summary"]
-        for field, column in (("status", "status"), ("reason", "failure_reason"), ("image_id", "image_id"),
-                              ("engine", "engine")):
-            if record[field] != summary.get(column):
-                return f"runs[{run_id}].{field} is {record[field]!r}, its summary says {summary.get(column)!r}"
     return _files_problem(partial, state)
 
 

@@ -23,7 +23,7 @@ from runner.bundle.schemas import BUNDLE_SCHEMA_VERSION, declared
 from runner.bundle.shapes import shape_problem
 from runner.errors import BundleError, RunnerError
 from runner.fileio import canonical_sha256, read_bounded
-from runner.spec.run_id import RUN_ID_FORM, RUN_ID_PATTERN
+from runner.spec.run_id import RUN_ID_FORM, RUN_ID_PATTERN, shown_id
 
 MANIFEST = "manifest.json"
 FACTS_FILE = "bundle.json"  # schema 2+: every manifest field but `files`, itself listed (hashed) in `files`
@@ -44,9 +44,8 @@ def key_problem(keys: pa.ChunkedArray | pa.Array) -> str | None:
         return None
     bad = pc.invert(pc.match_substring_regex(keys, RUN_ID_PATTERN))
     if n := pc.sum(bad).as_py():
-        first = keys.filter(bad)[0].as_py()
-        shown = repr(first[:40]) + ("..." if len(first) > 40 else "")
-        return f"has {n} row(s) whose {KEY_COLUMN} is not a run id ({RUN_ID_FORM}), first {shown}"
+        return (f"has {n} row(s) whose {KEY_COLUMN} is not a run id ({RUN_ID_FORM}), "
+                f"first {shown_id(keys.filter(bad)[0].as_py())}")
     return None
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12
 
-from runner.spec.run_id import RUN_ID_FORM, RUN_ID_PATTERN
+from runner.spec.run_id import RUN_ID_FORM, RUN_ID_PATTERN, shown_id
 
 Obj = dict[str, Any]
 RunId = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]  # it names paths: runs/<id>/
@@ -128,7 +128,6 @@ _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true o
                float: "a number", type(None): "null"}
 _EXPECTED = {"dict_type": "an object", "typed_dict_type": "an object", "list_type": "a list",
              "string_type": "a string", "string_pattern_mismatch": f"a run id ({RUN_ID_FORM})"}
-MAX_SHOWN_CHARS = 40
 
 
 def shape_of(path: str | PurePosixPath) -> str | None:
@@ -153,7 +152,7 @@ def shape_problem_of(adapter: TypeAdapter, doc: Any) -> str | None:
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]).lstrip(".")
         got = _JSON_TYPES.get(type(err["input"]), type(err["input"]).__name__)
         if err["type"] == "string_pattern_mismatch":  # the value says more than its type
-            got = repr(err["input"][:MAX_SHOWN_CHARS]) + ("..." if len(err["input"]) > MAX_SHOWN_CHARS else "")
+            got = shown_id(err["input"])
         want = _EXPECTED.get(err["type"], err["msg"].lower())
         return f"{where or 'the document'} is {got}, expected {want}"
     return None

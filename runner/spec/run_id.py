@@ -21,3 +21,8 @@ def make_run_id(framework: str, content_hash: str) -> str:
 
 def is_run_id(text: object) -> bool:
     return isinstance(text, str) and _RUN_ID.fullmatch(text) is not None
+
+
+def shown_id(text: str, limit: int = 40) -> str:
+    """A refused id as an error line shows it: quoted, escapes visible, cut at `limit` characters."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
